@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The full test suite: formatting, lints, and every test of the workspace
+# (unit, integration with real servers, manifest validation).
+#
+# Honours CARGO_TARGET_DIR so repeated runs reuse one build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "test: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc
+else
+  echo "(cargo-nextest not found: using cargo test; install it with 'cargo install cargo-nextest --locked')"
+  cargo test --workspace --locked --no-fail-fast
+fi

@@ -1,0 +1,361 @@
+//! gRPC Verify over the Unix socket against the real sidecar binary (release build),
+//! beside a raw Unix-socket echo floor and a Redis GET session lookup measured in
+//! the same run.
+//!
+//! `cargo bench -p denylist-sidecar --bench grpc_uds`
+//!
+//! Prints a Markdown table: sequential p50/p99 (µs) and throughput with 64 calls in
+//! flight. The Redis baseline runs when a `redis-server` binary is on PATH (started on
+//! a free loopback port for the run) and is reported as skipped otherwise.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener as StdTcpListener;
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use denylist_proto::pb::verifier_client::VerifierClient;
+use denylist_proto::pb::{self, Reason};
+use tonic::transport::{Channel, Endpoint};
+
+const SEQUENTIAL_CALLS: usize = 20_000;
+const IN_FLIGHT: usize = 64;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn keys_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/keys")
+}
+
+fn now() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())).unwrap_or(0)
+}
+
+fn claims(iss: &str) -> String {
+    let now = now();
+    format!(
+        r#"{{"iss":"{iss}","sub":"user-8f14e45f","aud":"orders-api","iat":{now},"exp":{},"jti":"3f2a6c1e-9b7d-4a51-8e0f-2c4d6b8a9e10","scope":"orders:read"}}"#,
+        now + 3600
+    )
+}
+
+fn mint_es256() -> BenchResult<String> {
+    let pem = std::fs::read_to_string(keys_dir().join("p256-private.pem"))?;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &STANDARD.decode(body)?)
+        .map_err(|e| e.to_string())?;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT","kid":"es"}"#),
+        URL_SAFE_NO_PAD.encode(claims("https://es.bench"))
+    );
+    let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+}
+
+fn mint_hs256() -> BenchResult<String> {
+    let secret = std::fs::read(keys_dir().join("hmac.secret"))?;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#),
+        URL_SAFE_NO_PAD.encode(claims("https://hs.bench"))
+    );
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref())))
+}
+
+/// The sidecar process; killed on drop.
+struct Sidecar {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sidecar(cache_entries: usize) -> BenchResult<Sidecar> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("sidecar.sock");
+    let revocations = dir.path().join("revocations.jsonl");
+    std::fs::write(&revocations, "")?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[listen]
+socket = "{sock}"
+[verify]
+cache_entries = {cache_entries}
+[denylist]
+file = "{rev}"
+[log]
+filter = "warn"
+[[issuers]]
+issuer = "https://es.bench"
+algorithms = ["ES256"]
+audiences = ["orders-api"]
+[issuers.keys]
+pem_files = [{{ path = "{es}", kid = "es" }}]
+[[issuers]]
+issuer = "https://hs.bench"
+algorithms = ["HS256"]
+audiences = ["orders-api"]
+[issuers.keys]
+hmac_secret_files = [{{ path = "{hs}", kid = "hs" }}]
+"#,
+            sock = socket.display(),
+            rev = revocations.display(),
+            es = keys_dir().join("p256-public.pem").display(),
+            hs = keys_dir().join("hmac.secret").display(),
+        ),
+    )?;
+    let child = Command::new(env!("CARGO_BIN_EXE_denylist-sidecar"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--tcp", "", "--admin", ""])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    Ok(Sidecar {
+        child,
+        socket,
+        _dir: dir,
+    })
+}
+
+async fn connect(socket: PathBuf) -> BenchResult<Channel> {
+    Ok(Endpoint::try_from("http://[::1]:50151")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await?)
+}
+
+async fn wait_ready(socket: &Path) -> BenchResult<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ch) = connect(socket.to_owned()).await
+            && let Ok(s) = VerifierClient::new(ch.clone()).status(pb::StatusRequest {}).await
+            && s.get_ref().ready
+        {
+            return Ok(ch);
+        }
+        if Instant::now() > deadline {
+            return Err("sidecar not ready within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// p50 and p99 in microseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1e6
+    };
+    (at(0.50), at(0.99))
+}
+
+struct Row {
+    name: String,
+    p50: f64,
+    p99: f64,
+    throughput: Option<f64>,
+}
+
+async fn bench_grpc(name: &str, channel: Channel, token: String) -> BenchResult<Row> {
+    let mut client = VerifierClient::new(channel.clone());
+    let answer = client.verify(pb::VerifyRequest { token: token.clone() }).await?.into_inner();
+    if answer.reason != Reason::Ok as i32 {
+        return Err(format!("{name}: token not valid: {} {}", answer.reason, answer.detail).into());
+    }
+    for _ in 0..1000 {
+        client.verify(pb::VerifyRequest { token: token.clone() }).await?;
+    }
+    let mut samples = Vec::with_capacity(SEQUENTIAL_CALLS);
+    for _ in 0..SEQUENTIAL_CALLS {
+        let t = Instant::now();
+        client.verify(pb::VerifyRequest { token: token.clone() }).await?;
+        samples.push(t.elapsed());
+    }
+    let (p50, p99) = percentiles(samples);
+
+    let done = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + THROUGHPUT_WINDOW;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let mut c = VerifierClient::new(channel.clone());
+        let token = token.clone();
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                if c.verify(pb::VerifyRequest { token: token.clone() }).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let throughput = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok(Row {
+        name: name.to_owned(),
+        p50,
+        p99,
+        throughput: Some(throughput),
+    })
+}
+
+/// The floor: a 600-byte request / 300-byte reply over a raw Unix socket.
+fn bench_echo() -> BenchResult<Row> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("echo.sock");
+    let listener = StdUnixListener::bind(&path)?;
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 600];
+            while s.read_exact(&mut buf).is_ok() {
+                if s.write_all(&buf[..300]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut s = StdUnixStream::connect(&path)?;
+    let req = [7u8; 600];
+    let mut reply = [0u8; 300];
+    let mut samples = Vec::with_capacity(SEQUENTIAL_CALLS);
+    for i in 0..SEQUENTIAL_CALLS + 1000 {
+        let t = Instant::now();
+        s.write_all(&req)?;
+        s.read_exact(&mut reply)?;
+        if i >= 1000 {
+            samples.push(t.elapsed());
+        }
+    }
+    let (p50, p99) = percentiles(samples);
+    Ok(Row {
+        name: "raw Unix-socket echo (floor)".into(),
+        p50,
+        p99,
+        throughput: None,
+    })
+}
+
+/// The session-store baseline: one Redis GET per request on loopback.
+fn bench_redis() -> BenchResult<Option<Row>> {
+    let Ok(path) = which("redis-server") else {
+        return Ok(None);
+    };
+    let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(path)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| -> BenchResult<Row> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        s.set_nodelay(true)?;
+        let session = "x".repeat(300);
+        let set = format!("*3\r\n$3\r\nSET\r\n$11\r\nsession:abc\r\n${}\r\n{session}\r\n", session.len());
+        s.write_all(set.as_bytes())?;
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok)?;
+        let get = b"*2\r\n$3\r\nGET\r\n$11\r\nsession:abc\r\n";
+        let expect = format!("${}\r\n{session}\r\n", session.len()).len();
+        let mut reply = vec![0u8; expect];
+        let mut samples = Vec::with_capacity(SEQUENTIAL_CALLS);
+        for i in 0..SEQUENTIAL_CALLS + 1000 {
+            let t = Instant::now();
+            s.write_all(get)?;
+            s.read_exact(&mut reply)?;
+            if i >= 1000 {
+                samples.push(t.elapsed());
+            }
+        }
+        let (p50, p99) = percentiles(samples);
+        Ok(Row {
+            name: "Redis GET session lookup (loopback TCP)".into(),
+            p50,
+            p99,
+            throughput: None,
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map(Some)
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
+
+fn main() -> BenchResult<()> {
+    // `cargo bench` passes --bench; `cargo test --benches` runs benches once in test
+    // mode: keep that quick by doing nothing.
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let mut rows = vec![bench_echo()?];
+    for cache in [100_000usize, 0] {
+        let sidecar = start_sidecar(cache)?;
+        let label = if cache > 0 { "cache on" } else { "cache off" };
+        rt.block_on(async {
+            let channel = wait_ready(&sidecar.socket).await?;
+            rows.push(bench_grpc(&format!("gRPC Verify HS256 over UDS ({label})"), channel.clone(), mint_hs256()?).await?);
+            rows.push(bench_grpc(&format!("gRPC Verify ES256 over UDS ({label})"), channel, mint_es256()?).await?);
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })?;
+    }
+    match bench_redis()? {
+        Some(row) => rows.push(row),
+        None => eprintln!("redis-server not on PATH: Redis baseline skipped"),
+    }
+    println!("\n| what | p50 µs | p99 µs | throughput ({IN_FLIGHT} in flight), calls/s |");
+    println!("|---|---:|---:|---:|");
+    for r in rows {
+        let tput = r.throughput.map_or_else(|| "—".to_owned(), |t| format!("{t:.0}"));
+        println!("| {} | {:.1} | {:.1} | {} |", r.name, r.p50, r.p99, tput);
+    }
+    Ok(())
+}

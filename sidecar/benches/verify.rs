@@ -1,0 +1,271 @@
+//! In-process Verify per algorithm, beside the bare aws-lc signature check of the
+//! same token and `jsonwebtoken::decode`, measured in the same run; plus the
+//! verified-token cache hit.
+//!
+//! `cargo bench -p denylist-sidecar --bench verify`
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self as sig, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use criterion::{Criterion, criterion_group, criterion_main};
+use denylist_proto::pb::Reason;
+use denylist_sidecar::clock::{Clock as _, SharedClock, SystemClock};
+use denylist_sidecar::config::Config;
+use denylist_sidecar::denylist::{Denylist, DenylistSettings};
+use denylist_sidecar::freshness::Freshness;
+use denylist_sidecar::keys::KeyStore;
+use denylist_sidecar::verify::Verifier;
+
+const ISS: &str = "https://bench.example";
+
+fn keys_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/keys")
+}
+
+fn pkcs8(name: &str) -> Vec<u8> {
+    let pem = std::fs::read_to_string(keys_dir().join(name)).expect("bench key");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(body).expect("PEM body")
+}
+
+/// One algorithm under test: how to sign, and the bare-check inputs.
+struct Case {
+    alg: &'static str,
+    config_keys: String,
+    sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
+    bare: Option<(&'static dyn sig::VerificationAlgorithm, Vec<u8>)>,
+    hmac_secret: Option<Vec<u8>>,
+    jwt_key: jsonwebtoken::DecodingKey,
+    jwt_alg: jsonwebtoken::Algorithm,
+}
+
+fn pem_keys(file: &str) -> String {
+    format!(
+        "pem_files = [{{ path = \"{}\", kid = \"k1\" }}]",
+        keys_dir().join(file).display()
+    )
+}
+
+fn cases() -> Vec<Case> {
+    let rng = SystemRandom::new();
+    let secret = std::fs::read(keys_dir().join("hmac.secret")).expect("hmac secret");
+    let hkey = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+    let rsa = Arc::new(aws_lc_rs::rsa::KeyPair::from_pkcs8(&pkcs8("rsa-private.pem")).expect("rsa"));
+    let rsa_pub = rsa.public_key().as_ref().to_vec();
+    let p256 = Arc::new(
+        sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8("p256-private.pem"))
+            .expect("p256"),
+    );
+    let p256_pub = p256.public_key().as_ref().to_vec();
+    let p384 = Arc::new(
+        sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8("p384-private.pem"))
+            .expect("p384"),
+    );
+    let p384_pub = p384.public_key().as_ref().to_vec();
+    let ed = Arc::new(sig::Ed25519KeyPair::from_pkcs8(&pkcs8("ed25519-private.pem")).expect("ed25519"));
+    let ed_pub = ed.public_key().as_ref().to_vec();
+    let read = |f: &str| std::fs::read(keys_dir().join(f)).expect("public pem");
+
+    let rsa_sign = |padding: &'static dyn aws_lc_rs::signature::RsaEncoding| {
+        let rsa = Arc::clone(&rsa);
+        let rng = rng.clone();
+        Box::new(move |m: &[u8]| {
+            let mut out = vec![0; rsa.public_modulus_len()];
+            rsa.sign(padding, &rng, m, &mut out).expect("rsa sign");
+            out
+        }) as Box<dyn Fn(&[u8]) -> Vec<u8>>
+    };
+    let rng2 = rng.clone();
+    let rng3 = rng.clone();
+    vec![
+        Case {
+            alg: "HS256",
+            config_keys: format!(
+                "hmac_secret_files = [{{ path = \"{}\", kid = \"k1\" }}]",
+                keys_dir().join("hmac.secret").display()
+            ),
+            sign: Box::new(move |m| aws_lc_rs::hmac::sign(&hkey, m).as_ref().to_vec()),
+            bare: None,
+            hmac_secret: Some(secret.clone()),
+            jwt_key: jsonwebtoken::DecodingKey::from_secret(&secret),
+            jwt_alg: jsonwebtoken::Algorithm::HS256,
+        },
+        Case {
+            alg: "RS256",
+            config_keys: pem_keys("rsa-public.pem"),
+            sign: rsa_sign(&sig::RSA_PKCS1_SHA256),
+            bare: Some((&sig::RSA_PKCS1_2048_8192_SHA256, rsa_pub.clone())),
+            hmac_secret: None,
+            jwt_key: jsonwebtoken::DecodingKey::from_rsa_pem(&read("rsa-public.pem")).expect("jwt rsa"),
+            jwt_alg: jsonwebtoken::Algorithm::RS256,
+        },
+        Case {
+            alg: "PS256",
+            config_keys: pem_keys("rsa-public.pem"),
+            sign: rsa_sign(&sig::RSA_PSS_SHA256),
+            bare: Some((&sig::RSA_PSS_2048_8192_SHA256, rsa_pub)),
+            hmac_secret: None,
+            jwt_key: jsonwebtoken::DecodingKey::from_rsa_pem(&read("rsa-public.pem")).expect("jwt rsa"),
+            jwt_alg: jsonwebtoken::Algorithm::PS256,
+        },
+        Case {
+            alg: "ES256",
+            config_keys: pem_keys("p256-public.pem"),
+            sign: Box::new(move |m| p256.sign(&rng2, m).expect("es256").as_ref().to_vec()),
+            bare: Some((&sig::ECDSA_P256_SHA256_FIXED, p256_pub)),
+            hmac_secret: None,
+            jwt_key: jsonwebtoken::DecodingKey::from_ec_pem(&read("p256-public.pem")).expect("jwt ec"),
+            jwt_alg: jsonwebtoken::Algorithm::ES256,
+        },
+        Case {
+            alg: "ES384",
+            config_keys: pem_keys("p384-public.pem"),
+            sign: Box::new(move |m| p384.sign(&rng3, m).expect("es384").as_ref().to_vec()),
+            bare: Some((&sig::ECDSA_P384_SHA384_FIXED, p384_pub)),
+            hmac_secret: None,
+            jwt_key: jsonwebtoken::DecodingKey::from_ec_pem(&read("p384-public.pem")).expect("jwt ec"),
+            jwt_alg: jsonwebtoken::Algorithm::ES384,
+        },
+        Case {
+            alg: "EdDSA",
+            config_keys: pem_keys("ed25519-public.pem"),
+            sign: Box::new(move |m| ed.sign(m).as_ref().to_vec()),
+            bare: Some((&sig::ED25519, ed_pub)),
+            hmac_secret: None,
+            jwt_key: jsonwebtoken::DecodingKey::from_ed_pem(&read("ed25519-public.pem")).expect("jwt ed"),
+            jwt_alg: jsonwebtoken::Algorithm::EdDSA,
+        },
+    ]
+}
+
+fn now() -> i64 {
+    SystemClock.now_secs()
+}
+
+/// A realistic access token: registered claims plus a few custom ones.
+fn mint(case: &Case) -> String {
+    let header = format!(r#"{{"alg":"{}","typ":"JWT","kid":"k1"}}"#, case.alg);
+    let now = now();
+    let claims = format!(
+        r#"{{"iss":"{ISS}","sub":"user-8f14e45f","aud":"orders-api","iat":{now},"nbf":{now},"exp":{},"jti":"3f2a6c1e-9b7d-4a51-8e0f-2c4d6b8a9e10","sid":"s-77","scope":"orders:read orders:write","roles":["buyer"],"tenant":"acme"}}"#,
+        now + 3600
+    );
+    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
+    let s = (case.sign)(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(s))
+}
+
+fn verifier(rt: &tokio::runtime::Runtime, case: &Case, cache_entries: usize) -> Verifier {
+    let dir = std::env::temp_dir();
+    let toml = format!(
+        r#"
+[denylist]
+file = "{}"
+[verify]
+cache_entries = {cache_entries}
+[[issuers]]
+issuer = "{ISS}"
+algorithms = ["{}"]
+audiences = ["orders-api"]
+[issuers.keys]
+{}
+"#,
+        dir.join("unused.jsonl").display(),
+        case.alg,
+        case.config_keys
+    );
+    let config = Config::from_toml(&toml).expect("bench config");
+    config.validate().expect("valid bench config");
+    let clock: SharedClock = Arc::new(SystemClock);
+    let keys = rt
+        .block_on(KeyStore::load(&config.issuers, Arc::clone(&clock)))
+        .expect("keys");
+    let denylist = Arc::new(Denylist::new(
+        DenylistSettings {
+            expected_entries: 100_000,
+            bloom_fp_rate: 0.001,
+            max_lifetimes: HashMap::new(),
+            default_max_lifetime: 86_400,
+        },
+        Arc::clone(&clock),
+    ));
+    let freshness = Arc::new(Freshness::new(
+        Arc::clone(&clock),
+        Duration::from_secs(3600),
+        config.denylist.staleness_policy,
+    ));
+    freshness.mark_heard();
+    freshness.set_ready();
+    Verifier::new(&config, &keys, denylist, freshness, clock)
+}
+
+fn bench_verify(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("verify");
+    group.sample_size(50).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    for case in cases() {
+        let token = mint(&case);
+        let (signing_input, sig_b64) = token.rsplit_once('.').expect("token");
+        let signature = URL_SAFE_NO_PAD.decode(sig_b64).expect("sig");
+
+        let uncached = verifier(&rt, &case, 0);
+        let v = uncached.verify(&token);
+        assert_eq!(v.reason, Reason::Ok, "{}: {}", case.alg, v.detail);
+        group.bench_function(format!("{}/denylist_verify", case.alg), |b| {
+            b.iter(|| black_box(uncached.verify(black_box(&token))).reason)
+        });
+
+        // The floor: the signature check alone, as aws-lc does it for a key given as bytes.
+        match (&case.bare, &case.hmac_secret) {
+            (Some((alg, public)), _) => {
+                let key = sig::UnparsedPublicKey::new(*alg, public.clone());
+                assert!(key.verify(signing_input.as_bytes(), &signature).is_ok());
+                group.bench_function(format!("{}/bare_aws_lc", case.alg), |b| {
+                    b.iter(|| key.verify(black_box(signing_input.as_bytes()), black_box(&signature)))
+                });
+                let parsed = sig::ParsedPublicKey::new(*alg, public).expect("parsed");
+                group.bench_function(format!("{}/bare_aws_lc_preparsed", case.alg), |b| {
+                    b.iter(|| parsed.verify_sig(black_box(signing_input.as_bytes()), black_box(&signature)))
+                });
+            }
+            (None, Some(secret)) => {
+                let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+                group.bench_function(format!("{}/bare_aws_lc", case.alg), |b| {
+                    b.iter(|| aws_lc_rs::hmac::verify(&key, black_box(signing_input.as_bytes()), black_box(&signature)))
+                });
+            }
+            (None, None) => {}
+        }
+
+        let mut validation = jsonwebtoken::Validation::new(case.jwt_alg);
+        validation.set_audience(&["orders-api"]);
+        validation.set_issuer(&[ISS]);
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &case.jwt_key, &validation).is_ok());
+        group.bench_function(format!("{}/jsonwebtoken_decode", case.alg), |b| {
+            b.iter(|| jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &case.jwt_key, &validation).is_ok())
+        });
+
+        let cached = verifier(&rt, &case, 10_000);
+        assert_eq!(cached.verify(&token).reason, Reason::Ok);
+        group.bench_function(format!("{}/denylist_verify_cache_hit", case.alg), |b| {
+            b.iter(|| black_box(cached.verify(black_box(&token))).reason)
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_verify);
+criterion_main!(benches);

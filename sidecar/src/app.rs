@@ -1,0 +1,399 @@
+//! Builds the sidecar from its configuration and runs it until shutdown.
+//!
+//! The caller hands [`App::run`] bound listeners and a shutdown future (as in
+//! mini-redis), so tests bind port 0 / a temp socket and can test shutdown itself.
+//! Every background task takes the shutdown watch and is awaited before `run`
+//! returns; in-flight calls drain under `shutdown_grace`.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::admin;
+use crate::clock::SharedClock;
+use crate::config::{Config, DenylistSource, ListenConfig};
+use crate::denylist::{Denylist, DenylistSettings};
+use crate::freshness::Freshness;
+use crate::grpc::{self, GrpcLimits, ServiceInfo, VerifierService};
+use crate::keys::{KeyError, KeyStore};
+use crate::standalone::{FileSource, RevocationsFileError};
+use crate::verify::Verifier;
+
+/// Why the sidecar could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A key could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The revocations file is missing or invalid at start.
+    #[error(transparent)]
+    RevocationsFile(#[from] RevocationsFileError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {what}: {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another process is serving on the configured socket.
+    #[error("socket {0} is in use by another process")]
+    SocketInUse(PathBuf),
+    /// A configured feature is not part of this build.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(String),
+}
+
+/// The bound listeners.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// gRPC on a Unix socket, with its path (removed on shutdown).
+    pub unix: Option<(UnixListener, PathBuf)>,
+    /// gRPC on loopback TCP.
+    pub tcp: Option<TcpListener>,
+    /// HTTP admin.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what the configuration asks for. A leftover socket file from a dead
+    /// process is replaced; a live one is an error.
+    pub async fn bind(listen: &ListenConfig) -> Result<Self, AppError> {
+        let unix = match &listen.socket {
+            Some(path) => Some((bind_unix(path).await?, path.clone())),
+            None => None,
+        };
+        let tcp = match listen.tcp {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
+                what: format!("gRPC TCP {addr}"),
+                source,
+            })?),
+            None => None,
+        };
+        let admin = match listen.admin {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
+                what: format!("admin HTTP {addr}"),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Self { unix, tcp, admin })
+    }
+}
+
+async fn bind_unix(path: &Path) -> Result<UnixListener, AppError> {
+    let bind_err = |source| AppError::Bind {
+        what: format!("socket {}", path.display()),
+        source,
+    };
+    if tokio::fs::symlink_metadata(path).await.is_ok() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(AppError::SocketInUse(path.to_owned()));
+        }
+        tokio::fs::remove_file(path).await.map_err(bind_err)?;
+    }
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(bind_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    // Access is governed by the directory (a pod-private emptyDir); app containers
+    // may run as any uid, so the socket itself is open to all who can reach it.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// A built sidecar, ready to run.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    keys: Arc<KeyStore>,
+    denylist: Arc<Denylist>,
+    freshness: Arc<Freshness>,
+    verifier: Arc<Verifier>,
+    file_source: Option<FileSource>,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl App {
+    /// Loads keys and the initial denylist. Fails on anything that would make the
+    /// sidecar answer wrongly: unreadable key files, an invalid revocations file.
+    pub async fn build(
+        config: Config,
+        clock: SharedClock,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, AppError> {
+        let keys = Arc::new(KeyStore::load(&config.issuers, Arc::clone(&clock)).await?);
+        let settings = DenylistSettings {
+            expected_entries: config.denylist.expected_entries,
+            bloom_fp_rate: config.denylist.bloom_fp_rate,
+            max_lifetimes: config
+                .issuers
+                .iter()
+                .map(|i| {
+                    (
+                        i.issuer.clone(),
+                        i64::try_from(i.max_lifetime.as_secs()).unwrap_or(i64::MAX),
+                    )
+                })
+                .collect(),
+            default_max_lifetime: config
+                .issuers
+                .iter()
+                .map(|i| i64::try_from(i.max_lifetime.as_secs()).unwrap_or(i64::MAX))
+                .max()
+                .unwrap_or(24 * 3600),
+        };
+        let denylist = Arc::new(Denylist::new(settings, Arc::clone(&clock)));
+        let freshness = Arc::new(Freshness::new(
+            Arc::clone(&clock),
+            config.denylist.max_staleness,
+            config.denylist.staleness_policy,
+        ));
+        let file_source = match config.denylist.source {
+            DenylistSource::File => {
+                let path = config
+                    .denylist
+                    .file
+                    .clone()
+                    .ok_or(AppError::Unsupported("denylist.file is required in file mode"))?;
+                let mut source =
+                    FileSource::new(path, Arc::clone(&denylist), Arc::clone(&freshness));
+                source.load()?;
+                Some(source)
+            }
+            DenylistSource::Nats => {
+                return Err(AppError::Unsupported(
+                    "denylist.source = \"nats\" is not available in this build yet; use \"file\"",
+                ));
+            }
+        };
+        let verifier = Arc::new(Verifier::new(
+            &config,
+            &keys,
+            Arc::clone(&denylist),
+            Arc::clone(&freshness),
+            clock,
+        ));
+        Ok(Self {
+            config,
+            keys,
+            denylist,
+            freshness,
+            verifier,
+            file_source,
+            metrics,
+        })
+    }
+
+    /// The verifier (for in-process use and benchmarks).
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight calls for at most
+    /// `shutdown_grace` and removes the socket file.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), AppError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        tasks.spawn(Arc::clone(&self.keys).run_refresh(stop_rx.clone()));
+        if let Some(source) = self.file_source {
+            tasks.spawn(source.run(self.config.denylist.file_poll_interval, stop_rx.clone()));
+        }
+        tasks.spawn(maintain_denylist(
+            Arc::clone(&self.denylist),
+            self.config.denylist.prune_interval,
+            stop_rx.clone(),
+        ));
+
+        let service = VerifierService::new(
+            Arc::clone(&self.verifier),
+            Arc::clone(&self.keys),
+            ServiceInfo {
+                name: self.config.name.clone(),
+                mode: "standalone",
+            },
+        );
+        let limits = GrpcLimits {
+            max_request_bytes: self.config.listen.max_request_bytes,
+            max_concurrent_streams: self.config.listen.max_concurrent_streams,
+        };
+        let (routes, health) =
+            grpc::routes(service, limits).map_err(|e| AppError::Serve(e.to_string()))?;
+        tasks.spawn(report_health(
+            Arc::clone(&self.freshness),
+            health,
+            stop_rx.clone(),
+        ));
+
+        let mut servers = JoinSet::new();
+        let socket_path = listeners.unix.as_ref().map(|(_, p)| p.clone());
+        if let Some((listener, path)) = listeners.unix {
+            tracing::info!(socket = %path.display(), "gRPC listening");
+            let incoming = UnixListenerStream::new(listener);
+            let server = grpc_server(limits).add_routes(routes.clone());
+            let stop = stopped(stop_rx.clone());
+            servers.spawn(async move {
+                server
+                    .serve_with_incoming_shutdown(incoming, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+        if let Some(listener) = listeners.tcp {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "gRPC listening");
+            }
+            // serve_with_incoming ignores Server::tcp_nodelay: set it on the incoming
+            // stream, or Nagle adds ~40 ms to the p99.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = grpc_server(limits).add_routes(routes);
+            let stop = stopped(stop_rx.clone());
+            servers.spawn(async move {
+                server
+                    .serve_with_incoming_shutdown(incoming, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+        if let Some(listener) = listeners.admin {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "admin HTTP listening");
+            }
+            let router = admin::router(Arc::clone(&self.freshness), self.metrics.clone());
+            let stop = stopped(stop_rx.clone());
+            servers.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+
+        // Run until asked to stop, or until a server fails on its own.
+        let mut failure = None;
+        tokio::select! {
+            () = shutdown => tracing::info!("shutdown requested: draining"),
+            Some(res) = servers.join_next() => {
+                failure = Some(match res {
+                    Ok(Ok(())) => "a server stopped unexpectedly".to_owned(),
+                    Ok(Err(e)) => e,
+                    Err(e) => e.to_string(),
+                });
+            }
+        }
+        stop_tx.send_replace(true);
+
+        let grace = self.config.shutdown_grace;
+        let drain = async {
+            while let Some(res) = servers.join_next().await {
+                if let Ok(Err(e)) = res {
+                    tracing::warn!(error = %e, "server ended with an error while draining");
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(?grace, "in-flight calls did not finish within the grace period; closing them");
+            servers.abort_all();
+            tasks.abort_all();
+        }
+        if let Some(path) = socket_path
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket file");
+        }
+        match failure {
+            Some(e) => Err(AppError::Serve(e)),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn grpc_server(limits: GrpcLimits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Prunes expired rules and rebuilds the filter periodically, off the async threads.
+async fn maintain_denylist(denylist: Arc<Denylist>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let d = Arc::clone(&denylist);
+        match tokio::task::spawn_blocking(move || d.prune_and_rebuild()).await {
+            Ok(stats) => {
+                if stats.dropped > 0 {
+                    tracing::info!(kept = stats.kept, dropped = stats.dropped, "pruned expired revocations");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "denylist rebuild failed"),
+        }
+        let stats = denylist.stats();
+        metrics::gauge!("denylist_entries").set(stats.entries as f64);
+        metrics::gauge!("denylist_bloom_bytes").set(stats.bloom_bytes as f64);
+        metrics::gauge!("denylist_heap_bytes").set(stats.heap_bytes as f64);
+    }
+}
+
+/// Mirrors readiness and staleness into gRPC health and the gauges, once a second.
+async fn report_health(
+    freshness: Arc<Freshness>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ready_rx = freshness.ready_watch();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last = None;
+    loop {
+        let serving = freshness.serving();
+        if last != Some(serving) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status(grpc::HEALTH_SERVICE, status).await;
+            last = Some(serving);
+        }
+        let view = freshness.view();
+        metrics::gauge!("denylist_age_seconds").set(view.age_ms as f64 / 1000.0);
+        metrics::gauge!("denylist_stale").set(if view.stale { 1.0 } else { 0.0 });
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = ready_rx.changed() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,103 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[denylist]
+file = "revocations.jsonl"
+
+[[issuers]]
+issuer = "https://idp.example"
+algorithms = ["ES256"]
+[issuers.keys]
+pem_files = [{ path = "es256.pem", kid = "k1" }]
+"#;
+
+fn field_of(err: ConfigError) -> String {
+    match err {
+        ConfigError::Invalid { field, .. } => field,
+        other => panic!("expected an invalid-field error, got {other}"),
+    }
+}
+
+#[test]
+fn minimal_config_validates_with_documented_defaults() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.verify.max_token_bytes, 8192);
+    assert_eq!(c.issuers[0].leeway, Duration::from_secs(30));
+    assert!(c.issuers[0].require_jti);
+    assert_eq!(c.denylist.staleness_policy, StalenessPolicy::FailClosed);
+}
+
+#[test]
+fn unknown_field_is_a_parse_error_naming_it() {
+    let err = Config::from_toml(&MINIMAL.replace("[denylist]", "[denylist]\nmax_stalenes = \"5s\"")).unwrap_err();
+    assert!(err.to_string().contains("max_stalenes"), "{err}");
+}
+
+#[test]
+fn mixing_hmac_and_public_key_algorithms_is_rejected() {
+    let c = Config::from_toml(&MINIMAL.replace("[\"ES256\"]", "[\"ES256\", \"HS256\"]")).unwrap();
+    assert_eq!(field_of(c.validate().unwrap_err()), "issuers[0].algorithms");
+}
+
+#[test]
+fn two_key_sources_are_rejected() {
+    let c = Config::from_toml(&format!("{MINIMAL}jwks_file = \"x.json\"\n")).unwrap();
+    assert_eq!(field_of(c.validate().unwrap_err()), "issuers[0].keys");
+}
+
+#[test]
+fn jwks_url_must_be_https_unless_loopback() {
+    for (url, ok) in [
+        ("https://idp.example/jwks", true),
+        ("http://127.0.0.1:8080/jwks", true),
+        ("http://localhost/jwks", true),
+        ("http://idp.example/jwks", false),
+        ("file:///etc/passwd", false),
+    ] {
+        let text = MINIMAL.replace(
+            "pem_files = [{ path = \"es256.pem\", kid = \"k1\" }]",
+            &format!("jwks_url = \"{url}\""),
+        );
+        let res = Config::from_toml(&text).unwrap().validate();
+        assert_eq!(res.is_ok(), ok, "{url}: {res:?}");
+    }
+}
+
+#[test]
+fn non_loopback_tcp_listener_is_rejected() {
+    let mut c = Config::from_toml(MINIMAL).unwrap();
+    c.apply_env(|k| (k == env::TCP).then(|| "0.0.0.0:50151".to_owned())).unwrap();
+    assert_eq!(field_of(c.validate().unwrap_err()), "listen.tcp");
+}
+
+#[test]
+fn environment_overrides_file_and_empty_disables_a_listener() {
+    let mut c = Config::from_toml(MINIMAL).unwrap();
+    c.apply_env(|k| match k {
+        env::SOCKET => Some(String::new()),
+        env::NAME => Some("pod-7".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(c.listen.socket, None);
+    assert_eq!(c.name, "pod-7");
+    c.validate().unwrap();
+}
+
+#[test]
+fn duplicate_issuer_is_rejected() {
+    let dup = MINIMAL.split_once("[[issuers]]").unwrap().1;
+    let c = Config::from_toml(&format!("{MINIMAL}\n[[issuers]]{dup}")).unwrap();
+    assert_eq!(field_of(c.validate().unwrap_err()), "issuers[1].issuer");
+}
+
+#[test]
+fn empty_listener_in_file_disables_it() {
+    let c = Config::from_toml(&format!("[listen]\ntcp = \"\"\nadmin = \"\"\n{MINIMAL}")).unwrap();
+    assert_eq!(c.listen.tcp, None);
+    assert_eq!(c.listen.admin, None);
+    assert!(c.listen.socket.is_some());
+    let err = Config::from_toml(&format!("[listen]\ntcp = \"nonsense\"\n{MINIMAL}")).unwrap_err();
+    assert!(err.to_string().contains("tcp"), "{err}");
+}

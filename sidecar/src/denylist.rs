@@ -1,0 +1,1170 @@
+//! The revocation denylist: the rules that revoke tokens, and [`Denylist::is_revoked`],
+//! the check every Verify and Check call runs.
+//!
+//! # How a rule is stored
+//!
+//! A rule is never stored as strings. Each rule is reduced to a 128-bit *fingerprint*:
+//! SipHash-1-3/128 of `(kind, issuer, target)` under a key drawn at random when the
+//! [`Denylist`] is created (it never leaves the process). A lookup fingerprints the
+//! token's `(kind, iss, jti|sub|sid|kid)` the same way and looks for an equal one.
+//!
+//! Why a fingerprint is exact enough: two different rules or a token and a rule
+//! collide only if their 128-bit keyed hashes are equal. With a secret key an
+//! attacker cannot search for a collision offline, so the chance that a given token
+//! is wrongly found revoked is about `n / 2^128` per lookup (n = number of rules):
+//! below 10^-32 at a million rules, far less likely than forging a signature. The
+//! other direction cannot fail at all: a revoked token always has the fingerprint of
+//! its rule, so a revoked token is never missed.
+//!
+//! The Bloom filter in front of the exact set is only a shortcut: it answers
+//! "certainly absent" for most tokens without touching the exact set. A Bloom
+//! positive is *always* confirmed against the exact set, so a Bloom false positive
+//! costs a few hundred nanoseconds and never rejects a token.
+//!
+//! # Layout (why 20 bytes per rule)
+//!
+//! The bulk of the rules sit in a [`Base`]: a sorted array of fingerprints (16 B per
+//! rule) beside a parallel array of `u32` indices (4 B per rule) into a table of
+//! per-event metadata ([`EventMeta`]: event id, reason, actor, cut-off, creation time,
+//! expiry, lifted flag). All targets of one event share one metadata record, which is
+//! what makes a bulk revocation (one event, thousands of targets) cost ~20 B per
+//! target plus the Bloom filter (1.8 B per rule at a 0.1 % false-positive rate). Rule
+//! expiry is a property of the event (it depends on kind, issuer, cut-off, creation
+//! time and `expires_at`, never on the target), so it lives in the metadata too. The
+//! worst case, one event per rule, pays for one metadata record per rule; the
+//! benchmark (`benches/denylist.rs`) measures and prints both cases.
+//!
+//! Rules applied since the last rebuild live in small sorted *runs* of
+//! `(fingerprint, Arc<EventMeta>)`, merged like a binary counter (a run is merged with
+//! the previous one while that one is not larger), so there are at most log2(n) of
+//! them and an apply costs amortised O(log n) copies. [`Denylist::prune_and_rebuild`]
+//! folds the runs into a new base, drops expired and lifted rules and builds a fresh
+//! Bloom filter.
+//!
+//! # Concurrency
+//!
+//! Readers only ever do one [`ArcSwap::load`] (lock-free) and then read immutable
+//! arrays and atomic flags: they never take a lock, never wait for a writer and never
+//! allocate unless they found a revocation. Writers (apply, lift, replace, rebuild)
+//! publish a whole new [`Snapshot`] with one atomic store, serialised by a writer
+//! mutex that readers never touch. A rebuild does its expensive part (merge, sort,
+//! Bloom) without that mutex, so applies keep flowing during a rebuild; rebuilds and
+//! [`Denylist::replace_all`] are serialised among themselves by a second mutex. A
+//! lift flips the `lifted` flag of the shared metadata record, so every snapshot that
+//! holds the event's rules stops matching at once, before any rebuild.
+//!
+//! A replaced base is dropped by the rebuilding thread, never by a reader that
+//! happened to hold the last reference, so no request pays for freeing megabytes.
+//!
+//! # Expiry
+//!
+//! A rule may be dropped once no live token can match it (see `DESIGN.md`): `jti` at
+//! the event's `expires_at` (the token's `exp`) or creation + the issuer's maximum
+//! token lifetime; `subject` and `issuer` at `expires_at` or cut-off + maximum
+//! lifetime; `session` at `expires_at` or creation + maximum lifetime; `key` only at
+//! `expires_at` or by a lift. Verification accepts a token up to `leeway` past its
+//! `exp`, and publishers' clocks may run ahead of ours, so every rule is kept
+//! [`EXPIRY_GRACE_SECS`] beyond that moment; past it the rule neither matches nor
+//! survives a rebuild, and an event that arrives already past it adds nothing.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bloomfilter::Bloom;
+use parking_lot::Mutex;
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use crate::clock::SharedClock;
+use crate::events::{Action, Event, Revoke, RuleKind};
+
+/// Seconds a rule is kept (and matched) beyond the moment the design lets it go.
+///
+/// Covers the largest verification leeway the configuration accepts (10 minutes) plus
+/// clock skew between publishers and this pod: dropping a `jti` rule exactly at the
+/// token's `exp` would let the revoked token through for the whole leeway.
+pub const EXPIRY_GRACE_SECS: i64 = 15 * 60;
+
+/// How long a rebuild waits for readers to let go of the replaced base, so that the
+/// rebuilding thread (not a request) frees it. Readers hold it for nanoseconds.
+const RETIRE_WAIT: Duration = Duration::from_millis(20);
+
+/// Sizing and lifetimes.
+#[derive(Debug, Clone)]
+pub struct DenylistSettings {
+    /// Expected number of live rules: the Bloom filter is sized for at least this many.
+    pub expected_entries: usize,
+    /// Bloom filter false-positive rate, e.g. 0.001 (clamped to `[1e-9, 0.5]`).
+    pub bloom_fp_rate: f64,
+    /// Issuer (`iss`) → maximum token lifetime, seconds.
+    pub max_lifetimes: HashMap<String, i64>,
+    /// Maximum token lifetime, seconds, for issuers not in `max_lifetimes`.
+    pub default_max_lifetime: i64,
+}
+
+impl Default for DenylistSettings {
+    fn default() -> Self {
+        Self {
+            expected_entries: 100_000,
+            bloom_fp_rate: 0.001,
+            max_lifetimes: HashMap::new(),
+            default_max_lifetime: 24 * 3600,
+        }
+    }
+}
+
+/// What [`Denylist::apply`] or [`Denylist::replace_all`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Rules added (distinct targets of the applied revocations that had not expired).
+    pub added: usize,
+    /// Rules withdrawn by lifts (the rules of every lifted event, counted once).
+    pub lifted: usize,
+    /// The event id had been applied before (for `replace_all`: some id occurred twice),
+    /// so that event changed nothing.
+    pub duplicate: bool,
+}
+
+/// What [`Denylist::prune_and_rebuild`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildStats {
+    /// Rules in the new base.
+    pub kept: usize,
+    /// Rules dropped because they expired or were lifted.
+    pub dropped: usize,
+}
+
+/// Size of the denylist, for status answers and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DenylistStats {
+    /// Rules held, including lifted or expired ones not yet pruned.
+    pub entries: u64,
+    /// Bytes of the Bloom filter.
+    pub bloom_bytes: u64,
+    /// Estimate of all heap bytes held (requested sizes; allocator overhead excluded).
+    pub heap_bytes: u64,
+}
+
+/// The facts of a token that rules match on. Borrowed: building one allocates nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenFacts<'a> {
+    /// `iss` claim.
+    pub issuer: &'a str,
+    /// `jti` claim.
+    pub jti: Option<&'a str>,
+    /// `sub` claim.
+    pub subject: Option<&'a str>,
+    /// `sid` claim (OIDC session id).
+    pub session: Option<&'a str>,
+    /// `kid` header parameter.
+    pub kid: Option<&'a str>,
+    /// `iat` claim, Unix seconds. `None` matches every cut-off rule (fails safe).
+    pub issued_at: Option<i64>,
+}
+
+/// The rule that revokes a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Kind of the matching rule.
+    pub kind: RuleKind,
+    /// Id of the event that added the rule.
+    pub event_id: Arc<str>,
+    /// Reason text of that event.
+    pub reason: Arc<str>,
+    /// Who published that event.
+    pub actor: Arc<str>,
+    /// The token's (and the rule's) issuer.
+    pub issuer: String,
+    /// The matched jti / sub / sid / kid, taken from the token; empty for issuer rules.
+    pub target: String,
+    /// The event's cut-off, Unix seconds (meaningful for subject and issuer rules).
+    pub cutoff: i64,
+    /// When the event was created, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// The set of revocation rules. `Send + Sync`; share it as `Arc<Denylist>`.
+pub struct Denylist {
+    /// What readers load: replaced as a whole by every change.
+    current: ArcSwap<Snapshot>,
+    /// Writer-side bookkeeping; readers never take this lock.
+    writer: Mutex<Writer>,
+    /// Serialises rebuilds and replacements (the slow writers) among themselves.
+    maintenance: Mutex<()>,
+    fingerprints: Fingerprinter,
+    bloom_seed: [u8; 32],
+    expected_entries: usize,
+    bloom_fp_rate: f64,
+    max_lifetimes: HashMap<String, i64>,
+    default_max_lifetime: i64,
+    clock: SharedClock,
+    /// Heap bytes of the writer-side bookkeeping, refreshed after every change so
+    /// that [`Denylist::stats`] takes no lock.
+    writer_bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Denylist {
+    // Not derived: it would print every fingerprint.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Denylist")
+            .field("stats", &self.stats())
+            .field("expected_entries", &self.expected_entries)
+            .field("bloom_fp_rate", &self.bloom_fp_rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Denylist {
+    /// An empty denylist. Draws the fingerprint key and Bloom seed from the system RNG.
+    pub fn new(settings: DenylistSettings, clock: SharedClock) -> Self {
+        let mut random = [0u8; 48];
+        // The system RNG failing means the host is unusable for any cryptography.
+        aws_lc_rs::rand::fill(&mut random).expect("system random number generator failed");
+        let mut sip_key = [0u8; 16];
+        sip_key.copy_from_slice(&random[..16]);
+        let mut bloom_seed = [0u8; 32];
+        bloom_seed.copy_from_slice(&random[16..]);
+        let this = Self {
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            writer: Mutex::new(Writer::default()),
+            maintenance: Mutex::new(()),
+            fingerprints: Fingerprinter {
+                key: SipHasher13::new_with_key(&sip_key),
+            },
+            bloom_seed,
+            expected_entries: settings.expected_entries.max(1),
+            bloom_fp_rate: if settings.bloom_fp_rate.is_finite() {
+                settings.bloom_fp_rate.clamp(1e-9, 0.5)
+            } else {
+                0.001
+            },
+            max_lifetimes: settings.max_lifetimes,
+            default_max_lifetime: settings.default_max_lifetime,
+            clock,
+            writer_bytes: AtomicU64::new(0),
+        };
+        this.writer_bytes
+            .store(this.writer.lock().heap_bytes(), Ordering::Relaxed);
+        this
+    }
+
+    /// Applies one event (revoke: adds one rule per target; lift: withdraws the rules
+    /// of the named earlier events). Idempotent: applying the same event id twice
+    /// changes nothing. A revocation already past its expiry adds nothing; lifting an
+    /// unknown event id is a no-op. Visible to readers when this returns.
+    pub fn apply(&self, event: &Event) -> Applied {
+        let applied = match &event.action {
+            Action::Revoke(revoke) => self.apply_revoke(event, revoke),
+            Action::Lift { event_ids } => self.apply_lift(event, event_ids),
+        };
+        tracing::debug!(event_id = %event.event_id, ?applied, "denylist event applied");
+        applied
+    }
+
+    fn apply_revoke(&self, event: &Event, revoke: &Revoke) -> Applied {
+        let now = self.clock.now_secs();
+        let drop_at = self.drop_at(event, revoke, now);
+        if now >= drop_at {
+            return Applied::default();
+        }
+        // Hash outside the lock: a 10 000-target event takes a few hundred µs.
+        let fps = self.rule_fingerprints(revoke);
+        let mut writer = self.writer.lock();
+        if writer.knows(&event.event_id) {
+            return Applied {
+                duplicate: true,
+                ..Applied::default()
+            };
+        }
+        let meta = writer.record(event, revoke, drop_at, fps.len());
+        let run = Run {
+            rules: fps.iter().map(|&fp| (fp, Arc::clone(&meta))).collect(),
+            kinds: kind_bit(revoke.kind),
+        };
+        let current = self.current.load_full();
+        self.current.store(Arc::new(current.with_run(run)));
+        self.writer_bytes
+            .store(writer.heap_bytes(), Ordering::Relaxed);
+        Applied {
+            added: fps.len(),
+            ..Applied::default()
+        }
+    }
+
+    fn apply_lift(&self, event: &Event, event_ids: &[String]) -> Applied {
+        let mut writer = self.writer.lock();
+        if writer.knows(&event.event_id) {
+            return Applied {
+                duplicate: true,
+                ..Applied::default()
+            };
+        }
+        let lifted = writer.lift(&event.event_id, event_ids);
+        self.writer_bytes
+            .store(writer.heap_bytes(), Ordering::Relaxed);
+        Applied {
+            lifted,
+            ..Applied::default()
+        }
+    }
+
+    /// Replaces the whole content atomically (standalone file reload): readers see
+    /// either the old set or the new one, never a mix or an empty set. Events are
+    /// applied in order with the same rules as [`Denylist::apply`]; events applied
+    /// concurrently with a replacement are part of the old content and are lost.
+    pub fn replace_all(&self, events: &[Event]) -> Applied {
+        let _maintenance = self.maintenance.lock();
+        let started = Instant::now();
+        let now = self.clock.now_secs();
+        let mut fresh = Writer::default();
+        let mut rules: Vec<(Fp, Arc<EventMeta>)> = Vec::new();
+        let mut applied = Applied::default();
+        for event in events {
+            if fresh.knows(&event.event_id) {
+                applied.duplicate = true;
+                continue;
+            }
+            match &event.action {
+                Action::Revoke(revoke) => {
+                    let drop_at = self.drop_at(event, revoke, now);
+                    if now >= drop_at {
+                        continue;
+                    }
+                    let fps = self.rule_fingerprints(revoke);
+                    let meta = fresh.record(event, revoke, drop_at, fps.len());
+                    applied.added += fps.len();
+                    rules.extend(fps.into_iter().map(|fp| (fp, Arc::clone(&meta))));
+                }
+                Action::Lift { event_ids } => {
+                    applied.lifted += fresh.lift(&event.event_id, event_ids);
+                }
+            }
+        }
+        rules.sort_unstable_by_key(|rule| rule.0);
+        let runs = [Arc::new(Run {
+            kinds: rules.iter().fold(0, |k, r| k | kind_bit(r.1.kind)),
+            rules: rules.into_boxed_slice(),
+        })];
+        let (base, _outcome) = self.build_base(&Base::empty(), &runs, now);
+        let base = Arc::new(base);
+        let old_base = {
+            let mut writer = self.writer.lock();
+            let old_base = Arc::clone(&self.current.load().base);
+            self.current.store(Arc::new(Snapshot::of_base(base)));
+            let old_writer = std::mem::replace(&mut *writer, fresh);
+            self.writer_bytes
+                .store(writer.heap_bytes(), Ordering::Relaxed);
+            drop(writer);
+            // Freed here, by the maintenance caller, outside the writer lock.
+            drop(old_writer);
+            old_base
+        };
+        retire(old_base);
+        tracing::debug!(
+            events = events.len(),
+            ?applied,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "denylist replaced"
+        );
+        applied
+    }
+
+    /// THE HOT PATH: the rule that revokes this token, if any. Never blocks, never
+    /// allocates unless it found a revocation. When several rules match, prefers
+    /// jti, then session, subject, key, issuer rules.
+    pub fn is_revoked(&self, token: &TokenFacts<'_>) -> Option<Revocation> {
+        self.lookup(token, true)
+    }
+
+    /// [`Denylist::is_revoked`] without the Bloom filter in front of the exact set.
+    /// For benchmarks and tests only.
+    #[doc(hidden)]
+    pub fn is_revoked_exact_only(&self, token: &TokenFacts<'_>) -> Option<Revocation> {
+        self.lookup(token, false)
+    }
+
+    fn lookup(&self, token: &TokenFacts<'_>, bloom_gate: bool) -> Option<Revocation> {
+        let snapshot = self.current.load();
+        if snapshot.kinds == 0 {
+            return None;
+        }
+        // Read the clock only once a fingerprint matched: most lookups never need it.
+        let mut now: Option<i64> = None;
+        for kind in LOOKUP_ORDER {
+            if snapshot.kinds & kind_bit(kind) == 0 {
+                continue;
+            }
+            let target = match kind {
+                RuleKind::Jti => token.jti,
+                RuleKind::Session => token.session,
+                RuleKind::Subject => token.subject,
+                RuleKind::Key => token.kid,
+                RuleKind::Issuer => Some(""),
+            };
+            let Some(target) = target else { continue };
+            let fp = self.fingerprints.of(kind, token.issuer, target);
+            let found = snapshot.find(fp, kind, bloom_gate, |meta| {
+                let now = *now.get_or_insert_with(|| self.clock.now_secs());
+                meta.matches(now, token.issued_at)
+            });
+            if let Some(meta) = found {
+                return Some(Revocation {
+                    kind: meta.kind,
+                    event_id: Arc::clone(&meta.event_id),
+                    reason: Arc::clone(&meta.reason),
+                    actor: Arc::clone(&meta.actor),
+                    issuer: token.issuer.to_owned(),
+                    target: target.to_owned(),
+                    cutoff: meta.cutoff,
+                    created_at_ms: meta.created_at_ms,
+                });
+            }
+        }
+        None
+    }
+
+    /// Drops rules that can no longer match a live token and lifted rules, folds the
+    /// recent runs into a new base with a fresh Bloom filter, and swaps it in
+    /// atomically. Call it periodically from a blocking task; applies proceed while it
+    /// works. Also forgets events (for idempotency) once they have expired.
+    pub fn prune_and_rebuild(&self) -> RebuildStats {
+        let _maintenance = self.maintenance.lock();
+        let started = Instant::now();
+        // Freeze the current runs: from here on, applies start new runs, and the frozen
+        // ones stay visible to readers until the new base (which contains them) is in.
+        let frozen = {
+            let _writer = self.writer.lock();
+            let current = self.current.load_full();
+            let frozen = Arc::new(current.frozen());
+            self.current.store(Arc::clone(&frozen));
+            frozen
+        };
+        let now = self.clock.now_secs();
+        let (base, outcome) = self.build_base(&frozen.base, &frozen.merging, now);
+        let stats = RebuildStats {
+            kept: base.len(),
+            dropped: outcome.dropped,
+        };
+        let old_base = Arc::clone(&frozen.base);
+        drop(frozen);
+        {
+            let mut writer = self.writer.lock();
+            let current = self.current.load_full();
+            self.current
+                .store(Arc::new(current.with_base(Arc::new(base))));
+            writer.forget_expired(&outcome.expired, now);
+            self.writer_bytes
+                .store(writer.heap_bytes(), Ordering::Relaxed);
+        }
+        drop(outcome);
+        retire(old_base);
+        // Only now are the dropped events' reasons and actors unreferenced.
+        {
+            let mut writer = self.writer.lock();
+            writer.forget_unused_strings();
+            self.writer_bytes
+                .store(writer.heap_bytes(), Ordering::Relaxed);
+        }
+        tracing::debug!(
+            kept = stats.kept,
+            dropped = stats.dropped,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "denylist rebuilt"
+        );
+        stats
+    }
+
+    /// Current size.
+    pub fn stats(&self) -> DenylistStats {
+        let snapshot = self.current.load();
+        DenylistStats {
+            entries: snapshot.entries() as u64,
+            bloom_bytes: snapshot.base.bloom_bytes() as u64,
+            heap_bytes: snapshot.heap_bytes() as u64 + self.writer_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Merges `base` with `runs`, dropping rules that are lifted or past their drop
+    /// time, and builds the Bloom filter. Expensive; holds no lock.
+    fn build_base(&self, base: &Base, runs: &[Arc<Run>], now: i64) -> (Base, BuildOutcome) {
+        let mut outcome = BuildOutcome::default();
+        // Old base metadata index -> new index (u32::MAX: dropped).
+        let mut base_remap = vec![u32::MAX; base.metas.len()];
+        let mut metas: Vec<Arc<EventMeta>> = Vec::new();
+        let mut kinds = 0u8;
+        for (old, meta) in base.metas.iter().enumerate() {
+            if meta.is_live(now) {
+                base_remap[old] = index_u32(metas.len());
+                kinds |= kind_bit(meta.kind);
+                metas.push(Arc::clone(meta));
+            } else if meta.is_expired(now) {
+                outcome.expired.push(Arc::clone(meta));
+            }
+        }
+        // Recent rules: one sorted sequence, metadata numbered on first sight.
+        let mut recent: Vec<(Fp, u32)> = Vec::with_capacity(runs.iter().map(|r| r.rules.len()).sum());
+        let mut run_remap: HashMap<*const EventMeta, u32> = HashMap::new();
+        for run in runs {
+            for (fp, meta) in run.rules.iter() {
+                let index = *run_remap.entry(Arc::as_ptr(meta)).or_insert_with(|| {
+                    if meta.is_live(now) {
+                        kinds |= kind_bit(meta.kind);
+                        metas.push(Arc::clone(meta));
+                        index_u32(metas.len() - 1)
+                    } else {
+                        if meta.is_expired(now) {
+                            outcome.expired.push(Arc::clone(meta));
+                        }
+                        u32::MAX
+                    }
+                });
+                if index == u32::MAX {
+                    outcome.dropped += 1;
+                } else {
+                    recent.push((*fp, index));
+                }
+            }
+        }
+        if runs.len() > 1 {
+            recent.sort_unstable_by_key(|rule| rule.0);
+        }
+        // Two-way merge of the (sorted) old base with the (sorted) recent rules.
+        let capacity = base.fps.len() + recent.len();
+        let mut fps: Vec<Fp> = Vec::with_capacity(capacity);
+        let mut meta_of: Vec<u32> = Vec::with_capacity(capacity);
+        let mut recent = recent.into_iter().peekable();
+        for (fp, &old) in base.fps.iter().zip(base.meta_of.iter()) {
+            while let Some(&(rfp, rmeta)) = recent.peek() {
+                if rfp > *fp {
+                    break;
+                }
+                fps.push(rfp);
+                meta_of.push(rmeta);
+                recent.next();
+            }
+            let new = base_remap[old as usize];
+            if new == u32::MAX {
+                outcome.dropped += 1;
+            } else {
+                fps.push(*fp);
+                meta_of.push(new);
+            }
+        }
+        for (rfp, rmeta) in recent {
+            fps.push(rfp);
+            meta_of.push(rmeta);
+        }
+        let bloom = self.build_bloom(&fps);
+        (
+            Base {
+                fps: fps.into_boxed_slice(),
+                meta_of: meta_of.into_boxed_slice(),
+                metas: metas.into_boxed_slice(),
+                bloom,
+                kinds,
+            },
+            outcome,
+        )
+    }
+
+    fn build_bloom(&self, fps: &[Fp]) -> Option<Bloom<Fp>> {
+        if fps.is_empty() {
+            return None;
+        }
+        let items = fps.len().max(self.expected_entries);
+        let mut bloom = Bloom::new_for_fp_rate_with_seed(items, self.bloom_fp_rate, &self.bloom_seed)
+            .expect("Bloom parameters are clamped to valid values");
+        for fp in fps {
+            bloom.set(fp);
+        }
+        Some(bloom)
+    }
+
+    /// Unix seconds from which the event's rules stop matching (grace included).
+    fn drop_at(&self, event: &Event, revoke: &Revoke, now: i64) -> i64 {
+        // An event without a creation time is treated as created now: later than the
+        // truth, so the rule is kept longer, never shorter.
+        let created = if event.created_at_ms > 0 {
+            event.created_at_ms.div_euclid(1000)
+        } else {
+            now
+        };
+        let lifetime = self
+            .max_lifetimes
+            .get(&revoke.issuer)
+            .copied()
+            .unwrap_or(self.default_max_lifetime);
+        let expiry = match (revoke.expires_at, revoke.kind) {
+            (Some(at), _) => at,
+            (None, RuleKind::Jti | RuleKind::Session) => created.saturating_add(lifetime),
+            (None, RuleKind::Subject | RuleKind::Issuer) => revoke.cutoff.saturating_add(lifetime),
+            (None, RuleKind::Key) => return i64::MAX,
+        };
+        expiry.saturating_add(EXPIRY_GRACE_SECS)
+    }
+
+    /// The sorted, de-duplicated fingerprints of a revocation's rules.
+    fn rule_fingerprints(&self, revoke: &Revoke) -> Vec<Fp> {
+        let mut fps: Vec<Fp> = if revoke.kind == RuleKind::Issuer {
+            vec![self.fingerprints.of(RuleKind::Issuer, &revoke.issuer, "")]
+        } else {
+            revoke
+                .targets
+                .iter()
+                .map(|t| self.fingerprints.of(revoke.kind, &revoke.issuer, t))
+                .collect()
+        };
+        fps.sort_unstable();
+        fps.dedup();
+        fps
+    }
+
+    /// Test hook: sets every bit of the current Bloom filter, so every lookup passes
+    /// the gate and must be settled by the exact set.
+    #[cfg(test)]
+    fn saturate_bloom(&self) {
+        let _writer = self.writer.lock();
+        let current = self.current.load_full();
+        let mut base = (*current.base).clone();
+        if let Some(bloom) = base.bloom.as_mut() {
+            bloom.fill();
+        }
+        self.current
+            .store(Arc::new(current.with_base(Arc::new(base))));
+    }
+
+    /// Test hook: whether the current Bloom filter lets this fingerprint through.
+    #[cfg(test)]
+    fn bloom_passes(&self, kind: RuleKind, issuer: &str, target: &str) -> bool {
+        let fp = self.fingerprints.of(kind, issuer, target);
+        self.current
+            .load()
+            .base
+            .bloom
+            .as_ref()
+            .is_some_and(|b| b.check(&fp))
+    }
+}
+
+/// Frees a replaced base on the calling (maintenance) thread: waits briefly for
+/// readers that still hold it, and leaves it to them only if they take too long.
+fn retire(base: Arc<Base>) {
+    let deadline = Instant::now() + RETIRE_WAIT;
+    while Arc::strong_count(&base) > 1 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    drop(base);
+}
+
+/// The order in which kinds are tried: the most specific rule is the best answer.
+const LOOKUP_ORDER: [RuleKind; 5] = [
+    RuleKind::Jti,
+    RuleKind::Session,
+    RuleKind::Subject,
+    RuleKind::Key,
+    RuleKind::Issuer,
+];
+
+fn kind_bit(kind: RuleKind) -> u8 {
+    match kind {
+        RuleKind::Jti => 1,
+        RuleKind::Subject => 2,
+        RuleKind::Session => 4,
+        RuleKind::Key => 8,
+        RuleKind::Issuer => 16,
+    }
+}
+
+fn index_u32(index: usize) -> u32 {
+    // 2^32 metadata records would take hundreds of GiB: not a reachable state.
+    u32::try_from(index).expect("fewer than 2^32 revocation events")
+}
+
+/// A 128-bit keyed fingerprint of `(kind, issuer, target)`. Two `u64`s rather than a
+/// `u128`, whose 16-byte alignment would not matter here but costs nothing to avoid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Fp {
+    hi: u64,
+    lo: u64,
+}
+
+impl Hash for Fp {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hi);
+        state.write_u64(self.lo);
+    }
+}
+
+#[derive(Debug)]
+struct Fingerprinter {
+    /// A hasher holding the secret key, cloned for each fingerprint.
+    key: SipHasher13,
+}
+
+impl Fingerprinter {
+    fn of(&self, kind: RuleKind, issuer: &str, target: &str) -> Fp {
+        let mut hasher = self.key;
+        hasher.write_u8(kind_bit(kind));
+        // Length prefix: ("ab", "c") and ("a", "bc") must differ.
+        hasher.write_u64(issuer.len() as u64);
+        hasher.write(issuer.as_bytes());
+        hasher.write(target.as_bytes());
+        let hash = hasher.finish128();
+        Fp {
+            hi: hash.h2,
+            lo: hash.h1,
+        }
+    }
+}
+
+/// What all rules of one revocation event share.
+#[derive(Debug)]
+struct EventMeta {
+    event_id: Arc<str>,
+    reason: Arc<str>,
+    actor: Arc<str>,
+    cutoff: i64,
+    created_at_ms: i64,
+    /// Unix seconds from which the rules no longer match (grace included).
+    drop_at: i64,
+    /// Number of rules (distinct targets).
+    rules: u32,
+    kind: RuleKind,
+    /// Set by a lift; readers check it on every match, so a lift is immediate.
+    lifted: AtomicBool,
+}
+
+impl EventMeta {
+    fn is_expired(&self, now: i64) -> bool {
+        now >= self.drop_at
+    }
+
+    fn is_live(&self, now: i64) -> bool {
+        !self.lifted.load(Ordering::Acquire) && !self.is_expired(now)
+    }
+
+    fn matches(&self, now: i64, issued_at: Option<i64>) -> bool {
+        self.is_live(now)
+            && (!self.kind.has_cutoff() || issued_at.is_none_or(|iat| iat <= self.cutoff))
+    }
+}
+
+/// Set element keyed by event id (saves storing the id twice).
+#[derive(Debug)]
+struct ById(Arc<EventMeta>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.event_id == other.0.event_id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash like `str` for `Borrow<str>` lookups.
+        (*self.0.event_id).hash(state);
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.event_id
+    }
+}
+
+/// Writer-side bookkeeping: which events are known (idempotency, lifts).
+#[derive(Debug, Default)]
+struct Writer {
+    /// Every revocation event whose rules may still exist, lifted or not.
+    events: HashSet<ById>,
+    /// Applied lift events → the latest drop time of the events they lifted.
+    lifts: HashMap<Arc<str>, i64>,
+    /// Lifted events, kept in `events` until they expire so a redelivered revoke
+    /// cannot bring them back.
+    tombstones: Vec<Arc<EventMeta>>,
+    /// Interned reasons and actors: bulk imports repeat them.
+    strings: HashSet<Arc<str>>,
+    /// Bytes of the records and strings above (not their tables).
+    owned_bytes: usize,
+}
+
+impl Writer {
+    fn knows(&self, event_id: &str) -> bool {
+        self.events.contains(event_id) || self.lifts.contains_key(event_id)
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(known) = self.strings.get(s) {
+            return Arc::clone(known);
+        }
+        let s: Arc<str> = Arc::from(s);
+        self.owned_bytes += arc_str_bytes(&s);
+        self.strings.insert(Arc::clone(&s));
+        s
+    }
+
+    /// Records a revocation event and returns its shared metadata.
+    fn record(&mut self, event: &Event, revoke: &Revoke, drop_at: i64, rules: usize) -> Arc<EventMeta> {
+        let event_id: Arc<str> = Arc::from(event.event_id.as_str());
+        let meta = Arc::new(EventMeta {
+            reason: self.intern(&event.reason),
+            actor: self.intern(&event.actor),
+            cutoff: revoke.cutoff,
+            created_at_ms: event.created_at_ms,
+            drop_at,
+            rules: u32::try_from(rules).unwrap_or(u32::MAX),
+            kind: revoke.kind,
+            lifted: AtomicBool::new(false),
+            event_id,
+        });
+        self.owned_bytes += meta_bytes(&meta);
+        self.events.insert(ById(Arc::clone(&meta)));
+        meta
+    }
+
+    /// Lifts the named events; returns the number of rules withdrawn.
+    fn lift(&mut self, lift_id: &str, event_ids: &[String]) -> usize {
+        let mut withdrawn = 0;
+        let mut latest: Option<i64> = None;
+        for id in event_ids {
+            let Some(known) = self.events.get(id.as_str()) else {
+                continue;
+            };
+            let meta = Arc::clone(&known.0);
+            latest = latest.max(Some(meta.drop_at));
+            if !meta.lifted.swap(true, Ordering::AcqRel) {
+                withdrawn += meta.rules as usize;
+                self.tombstones.push(meta);
+            }
+        }
+        // Remember the lift only if it did something; an unknown id stays a no-op.
+        if let Some(latest) = latest {
+            let id: Arc<str> = Arc::from(lift_id);
+            self.owned_bytes += arc_str_bytes(&id);
+            self.lifts.insert(id, latest);
+        }
+        withdrawn
+    }
+
+    /// Forgets expired events, tombstones and lifts.
+    fn forget_expired(&mut self, expired: &[Arc<EventMeta>], now: i64) {
+        for meta in expired {
+            self.forget(meta);
+        }
+        let mut tombstones = std::mem::take(&mut self.tombstones);
+        tombstones.retain(|meta| {
+            let keep = !meta.is_expired(now);
+            if !keep {
+                self.forget(meta);
+            }
+            keep
+        });
+        self.tombstones = tombstones;
+        let mut freed = 0;
+        self.lifts.retain(|id, drop_at| {
+            let keep = now < *drop_at;
+            if !keep {
+                freed += arc_str_bytes(id);
+            }
+            keep
+        });
+        self.owned_bytes -= freed;
+    }
+
+    /// Drops interned strings that no event uses any more.
+    fn forget_unused_strings(&mut self) {
+        let mut freed = 0;
+        self.strings.retain(|s| {
+            let keep = Arc::strong_count(s) > 1;
+            if !keep {
+                freed += arc_str_bytes(s);
+            }
+            keep
+        });
+        self.owned_bytes -= freed;
+    }
+
+    fn forget(&mut self, meta: &Arc<EventMeta>) {
+        // Only this very record: a replacement may have installed another with the id.
+        let same = self
+            .events
+            .get(&*meta.event_id)
+            .is_some_and(|known| Arc::ptr_eq(&known.0, meta));
+        if same {
+            self.events.remove(&*meta.event_id);
+            self.owned_bytes -= meta_bytes(meta);
+        }
+    }
+
+    fn heap_bytes(&self) -> u64 {
+        let tables = table_bytes::<ById>(self.events.capacity())
+            + table_bytes::<(Arc<str>, i64)>(self.lifts.capacity())
+            + table_bytes::<Arc<str>>(self.strings.capacity())
+            + self.tombstones.capacity() * size_of::<Arc<EventMeta>>();
+        (tables + self.owned_bytes) as u64
+    }
+}
+
+/// Bytes of a hashbrown table with room for `capacity` elements: buckets (a power of
+/// two, at most 7/8 full) of `T` plus one control byte each.
+fn table_bytes<T>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity.saturating_mul(8) / 7).next_power_of_two();
+    buckets * (size_of::<T>() + 1)
+}
+
+/// Heap bytes of an `Arc<str>`: two counters and the text.
+fn arc_str_bytes(s: &str) -> usize {
+    2 * size_of::<usize>() + s.len()
+}
+
+/// Heap bytes of one metadata record and its event id.
+fn meta_bytes(meta: &EventMeta) -> usize {
+    2 * size_of::<usize>() + size_of::<EventMeta>() + arc_str_bytes(&meta.event_id)
+}
+
+/// The rules as of the last rebuild: sorted fingerprints, their event metadata, and
+/// the Bloom filter over them. Immutable once built.
+#[derive(Debug, Clone)]
+struct Base {
+    /// Sorted (duplicates allowed: two events may revoke the same target).
+    fps: Box<[Fp]>,
+    /// `meta_of[i]` indexes `metas` for `fps[i]`.
+    meta_of: Box<[u32]>,
+    metas: Box<[Arc<EventMeta>]>,
+    /// `None` when empty.
+    bloom: Option<Bloom<Fp>>,
+    /// Kinds present (bits of [`kind_bit`]).
+    kinds: u8,
+}
+
+impl Base {
+    fn empty() -> Self {
+        Self {
+            fps: Box::default(),
+            meta_of: Box::default(),
+            metas: Box::default(),
+            bloom: None,
+            kinds: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.fps.len()
+    }
+
+    fn bloom_bytes(&self) -> usize {
+        self.bloom.as_ref().map_or(0, |b| b.as_slice().len())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        size_of::<Self>()
+            + self.fps.len() * size_of::<Fp>()
+            + self.meta_of.len() * size_of::<u32>()
+            + self.metas.len() * size_of::<Arc<EventMeta>>()
+            + self.bloom_bytes()
+    }
+
+    fn find(
+        &self,
+        fp: Fp,
+        kind: RuleKind,
+        bloom_gate: bool,
+        accept: &mut impl FnMut(&EventMeta) -> bool,
+    ) -> Option<&Arc<EventMeta>> {
+        if self.kinds & kind_bit(kind) == 0 {
+            return None;
+        }
+        if bloom_gate && !self.bloom.as_ref().is_some_and(|b| b.check(&fp)) {
+            return None;
+        }
+        let start = self.fps.partition_point(|x| *x < fp);
+        for (x, &m) in self.fps[start..].iter().zip(&self.meta_of[start..]) {
+            if *x != fp {
+                break;
+            }
+            let meta = &self.metas[m as usize];
+            if accept(meta) {
+                return Some(meta);
+            }
+        }
+        None
+    }
+}
+
+/// Rules applied since the last rebuild, sorted by fingerprint.
+#[derive(Debug)]
+struct Run {
+    rules: Box<[(Fp, Arc<EventMeta>)]>,
+    kinds: u8,
+}
+
+impl Run {
+    fn merge(older: &Run, newer: &Run) -> Run {
+        let mut rules = Vec::with_capacity(older.rules.len() + newer.rules.len());
+        let (mut a, mut b) = (older.rules.iter().peekable(), newer.rules.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => {
+                    if x.0 <= y.0 {
+                        a.next()
+                    } else {
+                        b.next()
+                    }
+                }
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            if let Some((fp, meta)) = next {
+                rules.push((*fp, Arc::clone(meta)));
+            }
+        }
+        Run {
+            rules: rules.into_boxed_slice(),
+            kinds: older.kinds | newer.kinds,
+        }
+    }
+
+    fn find(
+        &self,
+        fp: Fp,
+        kind: RuleKind,
+        accept: &mut impl FnMut(&EventMeta) -> bool,
+    ) -> Option<&Arc<EventMeta>> {
+        if self.kinds & kind_bit(kind) == 0 {
+            return None;
+        }
+        let start = self.rules.partition_point(|r| r.0 < fp);
+        self.rules[start..]
+            .iter()
+            .take_while(|r| r.0 == fp)
+            .map(|r| &r.1)
+            .find(|meta| accept(meta))
+    }
+}
+
+/// What readers see: one consistent state of the denylist.
+#[derive(Debug)]
+struct Snapshot {
+    base: Arc<Base>,
+    /// Runs being folded into the next base by a rebuild in progress.
+    merging: Arc<[Arc<Run>]>,
+    /// Newer runs, each at most half the size of the one before.
+    runs: Vec<Arc<Run>>,
+    /// Kinds present anywhere (bits of [`kind_bit`]); 0 means no rules at all.
+    kinds: u8,
+}
+
+impl Snapshot {
+    fn empty() -> Self {
+        Self::of_base(Arc::new(Base::empty()))
+    }
+
+    fn of_base(base: Arc<Base>) -> Self {
+        Self {
+            kinds: base.kinds,
+            base,
+            merging: Arc::new([]),
+            runs: Vec::new(),
+        }
+    }
+
+    /// This snapshot plus one run, merged binary-counter style.
+    fn with_run(&self, run: Run) -> Self {
+        let mut runs = self.runs.clone();
+        let mut run = run;
+        while let Some(last) = runs.last() {
+            if last.rules.len() > run.rules.len() {
+                break;
+            }
+            run = Run::merge(last, &run);
+            runs.pop();
+        }
+        let kinds = self.kinds | run.kinds;
+        runs.push(Arc::new(run));
+        Self {
+            base: Arc::clone(&self.base),
+            merging: Arc::clone(&self.merging),
+            runs,
+            kinds,
+        }
+    }
+
+    /// This snapshot with its runs moved aside for a rebuild.
+    fn frozen(&self) -> Self {
+        let merging: Vec<Arc<Run>> = self.merging.iter().chain(&self.runs).cloned().collect();
+        Self {
+            base: Arc::clone(&self.base),
+            merging: merging.into(),
+            runs: Vec::new(),
+            kinds: self.kinds,
+        }
+    }
+
+    /// This snapshot with a rebuilt base replacing the old base and the merging runs.
+    fn with_base(&self, base: Arc<Base>) -> Self {
+        let kinds = self.runs.iter().fold(base.kinds, |k, r| k | r.kinds);
+        Self {
+            base,
+            merging: Arc::new([]),
+            runs: self.runs.clone(),
+            kinds,
+        }
+    }
+
+    fn entries(&self) -> usize {
+        self.base.len()
+            + self
+                .merging
+                .iter()
+                .chain(&self.runs)
+                .map(|r| r.rules.len())
+                .sum::<usize>()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        size_of::<Self>()
+            + self.base.heap_bytes()
+            + self
+                .merging
+                .iter()
+                .chain(&self.runs)
+                .map(|r| size_of::<Run>() + r.rules.len() * size_of::<(Fp, Arc<EventMeta>)>())
+                .sum::<usize>()
+    }
+
+    fn find(
+        &self,
+        fp: Fp,
+        kind: RuleKind,
+        bloom_gate: bool,
+        mut accept: impl FnMut(&EventMeta) -> bool,
+    ) -> Option<&Arc<EventMeta>> {
+        for run in self.runs.iter().chain(self.merging.iter()) {
+            if let Some(meta) = run.find(fp, kind, &mut accept) {
+                return Some(meta);
+            }
+        }
+        self.base.find(fp, kind, bloom_gate, &mut accept)
+    }
+}
+
+#[derive(Debug, Default)]
+struct BuildOutcome {
+    /// Rules dropped (lifted or expired).
+    dropped: usize,
+    /// Expired events met while building: the writer forgets them.
+    expired: Vec<Arc<EventMeta>>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,48 @@
+use super::*;
+
+#[test]
+fn json_revoke_round_trips_through_proto() {
+    let line = r#"{"event_id":"ev-1","action":"revoke","kind":"subject","issuer":"https://idp","targets":["alice"],"reason":"takeover","actor":"sec","created_at_ms":1700000000123}"#;
+    let ev = Event::from_json(line).unwrap();
+    let Action::Revoke(r) = &ev.action else {
+        panic!("expected a revocation")
+    };
+    assert_eq!(r.kind, RuleKind::Subject);
+    // No cut-off given: a subject rule cuts off at the creation time.
+    assert_eq!(r.cutoff, 1_700_000_000);
+    assert_eq!(Event::from_proto(ev.to_proto()).unwrap(), ev);
+}
+
+#[test]
+fn json_rejects_unknown_fields_and_names_bad_ones() {
+    let err = Event::from_json(r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"i","targets":["t"],"tagrets":[]}"#).unwrap_err();
+    assert!(matches!(err, EventError::Decode(m) if m.contains("tagrets")));
+    let err = Event::from_json(r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"","targets":["t"]}"#).unwrap_err();
+    assert!(matches!(err, EventError::Invalid { field: "issuer", .. }));
+    let err = Event::from_json(r#"{"event_id":"bad id","action":"lift","targets":["x"]}"#).unwrap_err();
+    assert!(matches!(err, EventError::Invalid { field: "event_id", .. }));
+    let err = Event::from_json(r#"{"event_id":"e","action":"revoke","kind":"issuer","issuer":"i","targets":["t"]}"#).unwrap_err();
+    assert!(matches!(err, EventError::Invalid { field: "targets", .. }));
+}
+
+#[test]
+fn proto_rejects_unspecified_action_and_kind() {
+    let ev = pb::RevocationEvent {
+        event_id: "e".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Event::from_proto(ev.clone()),
+        Err(EventError::Invalid { field: "action", .. })
+    ));
+    let ev = pb::RevocationEvent {
+        action: pb::EventAction::Revoke as i32,
+        issuer: "i".into(),
+        targets: vec!["t".into()],
+        ..ev
+    };
+    assert!(matches!(
+        Event::from_proto(ev),
+        Err(EventError::Invalid { field: "kind", .. })
+    ));
+}

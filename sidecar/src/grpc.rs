@@ -1,0 +1,317 @@
+//! The gRPC surface: `denylist.v1.Verifier`, `grpc.health.v1.Health` and server
+//! reflection on one router, served on a Unix socket and/or loopback TCP.
+//!
+//! Domain answers (an invalid token) are normal responses; only "cannot answer"
+//! conditions become a `tonic::Status`, and they do so in [`ServiceError`]'s
+//! conversion alone.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use denylist_proto::pb;
+use denylist_proto::pb::verifier_server::{Verifier as VerifierApi, VerifierServer};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::config::StalenessPolicy;
+use crate::denylist::{Revocation, TokenFacts};
+use crate::freshness::FreshnessView;
+use crate::keys::KeyStore;
+use crate::verify::{VerifiedToken, Verifier};
+
+/// Longest field accepted in a `CheckRequest` or `WatchRequest`.
+const MAX_FIELD_BYTES: usize = 1024;
+
+/// Why a call could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The denylist has not caught up with its source yet.
+    #[error("the denylist is still loading; retry shortly")]
+    NotReady,
+    /// The denylist is stale and the policy is `fail_closed`.
+    #[error("the denylist is stale ({age_ms} ms since its source was heard from) and the policy is fail_closed")]
+    Stale {
+        /// Age of the denylist.
+        age_ms: u64,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The method is declared but not served by this build.
+    #[error("{0}")]
+    Unimplemented(&'static str),
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ServiceError::NotReady | ServiceError::Stale { .. } => Status::unavailable(msg),
+            ServiceError::InvalidArgument(_) => Status::invalid_argument(msg),
+            ServiceError::Unimplemented(_) => Status::unimplemented(msg),
+        }
+    }
+}
+
+/// Static facts shown by `Status`.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    /// The sidecar's name (pod name).
+    pub name: String,
+    /// `standalone` or `nats`.
+    pub mode: &'static str,
+}
+
+/// The `denylist.v1.Verifier` implementation.
+#[derive(Debug, Clone)]
+pub struct VerifierService {
+    verifier: Arc<Verifier>,
+    keys: Arc<KeyStore>,
+    info: ServiceInfo,
+}
+
+impl VerifierService {
+    /// A service over a verifier and its key store.
+    pub fn new(verifier: Arc<Verifier>, keys: Arc<KeyStore>, info: ServiceInfo) -> Self {
+        Self {
+            verifier,
+            keys,
+            info,
+        }
+    }
+
+    fn require_ready(&self) -> Result<(), ServiceError> {
+        if self.verifier.freshness().is_ready() {
+            Ok(())
+        } else {
+            Err(ServiceError::NotReady)
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::RevocationNotice, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl VerifierApi for VerifierService {
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        self.require_ready()?;
+        let started = Instant::now();
+        let raw = request.into_inner().token;
+        let token = raw.strip_prefix("Bearer ").unwrap_or(&raw);
+        let verdict = self.verifier.verify_with_refetch(token).await;
+        metrics::counter!("denylist_verifications_total", "reason" => verdict.reason.as_str_name())
+            .increment(1);
+        metrics::histogram!("denylist_verify_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let response = pb::VerifyResponse {
+            valid: verdict.is_valid(),
+            reason: verdict.reason as i32,
+            detail: verdict.detail.into_owned(),
+            claims: verdict.token.as_deref().map(claims_to_proto),
+            revocation: verdict.revocation.as_ref().map(revocation_to_proto),
+            denylist_sequence: verdict.freshness.sequence,
+            denylist_age_ms: verdict.freshness.age_ms,
+            stale: verdict.freshness.stale,
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        self.require_ready()?;
+        let req = request.into_inner();
+        if req.issuer.is_empty() {
+            return Err(ServiceError::InvalidArgument("`issuer` is required".into()).into());
+        }
+        for (name, v) in [
+            ("issuer", &req.issuer),
+            ("jti", &req.jti),
+            ("subject", &req.subject),
+            ("session", &req.session),
+            ("kid", &req.kid),
+        ] {
+            if v.len() > MAX_FIELD_BYTES {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "`{name}` is longer than {MAX_FIELD_BYTES} bytes"
+                ))
+                .into());
+            }
+        }
+        let facts = TokenFacts {
+            issuer: &req.issuer,
+            jti: non_empty(&req.jti),
+            subject: non_empty(&req.subject),
+            session: non_empty(&req.session),
+            kid: non_empty(&req.kid),
+            issued_at: req.issued_at,
+        };
+        let (revocation, freshness) = self.verifier.check(&facts);
+        if revocation.is_none() {
+            fail_closed_if_stale(freshness, self.verifier.freshness().policy())?;
+        }
+        Ok(Response::new(pb::CheckResponse {
+            revoked: revocation.is_some(),
+            revocation: revocation.as_ref().map(revocation_to_proto),
+            denylist_sequence: freshness.sequence,
+            denylist_age_ms: freshness.age_ms,
+            stale: freshness.stale,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let freshness = self.verifier.freshness().view();
+        let stats = self.verifier.denylist().stats();
+        let issuers: Vec<_> = self
+            .keys
+            .status()
+            .into_iter()
+            .map(|s| pb::IssuerStatus {
+                issuer: s.issuer,
+                source: s.source.to_owned(),
+                keys: s.keys,
+                last_refresh_ms: s.last_refresh_ms,
+                last_error: s.last_error.unwrap_or_default(),
+                fetch_failures: s.fetch_failures,
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            ready: freshness.ready,
+            stale: freshness.stale,
+            denylist_sequence: freshness.sequence,
+            denylist_age_ms: freshness.age_ms,
+            entries: stats.entries,
+            bloom_bytes: stats.bloom_bytes,
+            keys: issuers.iter().map(|i| u64::from(i.keys)).sum(),
+            issuers,
+            mode: self.info.mode.to_owned(),
+            name: self.info.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(ServiceError::Unimplemented("Watch is served in fleet (NATS) mode, which this build does not include yet").into())
+    }
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn fail_closed_if_stale(f: FreshnessView, policy: StalenessPolicy) -> Result<(), ServiceError> {
+    if f.stale && policy == StalenessPolicy::FailClosed {
+        Err(ServiceError::Stale { age_ms: f.age_ms })
+    } else {
+        Ok(())
+    }
+}
+
+/// The protobuf form of a verified token's claims.
+pub fn claims_to_proto(t: &VerifiedToken) -> pb::Claims {
+    let c = &t.claims;
+    pb::Claims {
+        iss: c.iss.clone().unwrap_or_default(),
+        sub: c.sub.clone().unwrap_or_default(),
+        aud: c.aud.clone(),
+        exp: c.exp.unwrap_or(0),
+        iat: c.iat,
+        nbf: c.nbf,
+        jti: c.jti.clone().unwrap_or_default(),
+        kid: t.kid.clone().unwrap_or_default(),
+        sid: c.sid.clone().unwrap_or_default(),
+        alg: t.alg.name().to_owned(),
+        payload: payload_to_struct(&t.payload),
+    }
+}
+
+/// The protobuf form of a matched rule.
+pub fn revocation_to_proto(r: &Revocation) -> pb::Revocation {
+    pb::Revocation {
+        kind: r.kind.to_proto() as i32,
+        event_id: r.event_id.to_string(),
+        reason: r.reason.to_string(),
+        issuer: r.issuer.clone(),
+        target: r.target.clone(),
+        cutoff: r.cutoff,
+        actor: r.actor.to_string(),
+        created_at_ms: r.created_at_ms,
+    }
+}
+
+/// Converts a verified payload (already checked to be a JSON object without
+/// duplicate members) into a `google.protobuf.Struct`.
+fn payload_to_struct(payload: &[u8]) -> Option<prost_types::Struct> {
+    match serde_json::from_slice::<serde_json::Value>(payload).ok()? {
+        serde_json::Value::Object(map) => Some(object_to_struct(map)),
+        _ => None,
+    }
+}
+
+fn object_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+    }
+}
+
+fn json_to_value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        J::String(s) => Kind::StringValue(s),
+        J::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(json_to_value).collect(),
+        }),
+        J::Object(o) => Kind::StructValue(object_to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// Limits applied to the gRPC server.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcLimits {
+    /// Largest request message.
+    pub max_request_bytes: usize,
+    /// Most concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// The router with Verifier, health and reflection. Returns the health reporter so
+/// the caller can publish serving status.
+pub fn routes(
+    service: VerifierService,
+    limits: GrpcLimits,
+) -> Result<(tonic::service::Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error>
+{
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(denylist_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let verifier = VerifierServer::new(service)
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_request_bytes.max(1 << 20));
+    let routes = tonic::service::Routes::new(verifier)
+        .add_service(health_service)
+        .add_service(reflection);
+    Ok((routes, health_reporter))
+}
+
+/// The gRPC service name whose health mirrors readiness.
+pub const HEALTH_SERVICE: &str = "denylist.v1.Verifier";

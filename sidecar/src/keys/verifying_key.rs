@@ -1,0 +1,378 @@
+//! One verification key, parsed once and ready to check signatures.
+
+use std::fmt;
+
+use aws_lc_rs::digest;
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents, RsaSubjectPublicKey};
+
+use super::pem::{self, SpkiKind};
+use super::{KeyError, MAX_RSA_BITS, MIN_HMAC_SECRET_BYTES, MIN_RSA_BITS, SignatureError};
+use crate::algorithm::{Algorithm, KeyFamily};
+
+/// A key that verifies JWS signatures: an RSA, EC P-256/P-384 or Ed25519 public key,
+/// or an HMAC secret.
+///
+/// Built once when a key source loads; the key material is parsed then (aws-lc
+/// `ParsedPublicKey`, `hmac::Key`), so [`VerifyingKey::verify`] does no parsing.
+/// `Debug` shows the kid, family and a fingerprint of public keys, never a secret.
+pub struct VerifyingKey {
+    kid: Option<String>,
+    family: KeyFamily,
+    /// The JWK's `alg`, if it named one: the only algorithm this key verifies.
+    alg: Option<Algorithm>,
+    material: Material,
+    /// SHA-256 over the key material (SubjectPublicKeyInfo for public keys), used to
+    /// tell whether a reloaded key set differs. Never printed for secrets.
+    fingerprint: [u8; 32],
+}
+
+enum Material {
+    Hmac(Box<HmacKeys>),
+    Rsa(Box<RsaKeys>),
+    /// P-256 or P-384, parsed for the fixed-length (r‖s) signature form JWS uses.
+    Ec(ParsedPublicKey),
+    Ed25519(ParsedPublicKey),
+}
+
+struct HmacKeys {
+    hs256: hmac::Key,
+    hs384: hmac::Key,
+    hs512: hmac::Key,
+}
+
+/// An RSA key parsed for each padding and digest: aws-lc binds a parsed key to one
+/// verification algorithm.
+struct RsaKeys {
+    bits: usize,
+    rs256: ParsedPublicKey,
+    rs384: ParsedPublicKey,
+    rs512: ParsedPublicKey,
+    ps256: ParsedPublicKey,
+    ps384: ParsedPublicKey,
+    ps512: ParsedPublicKey,
+}
+
+impl VerifyingKey {
+    /// Parses a PEM public key: `PUBLIC KEY` (SubjectPublicKeyInfo: RSA, EC P-256/P-384,
+    /// Ed25519), `RSA PUBLIC KEY` (PKCS#1), or `CERTIFICATE` (X.509; only its public key
+    /// is used — validity and chain are not checked; in a chain, the first certificate).
+    ///
+    /// Private keys, RSA keys under 2048 bits and other curves are rejected with an
+    /// error that says so.
+    pub fn from_pem(pem: &[u8], kid: Option<String>) -> Result<Self, KeyError> {
+        let blocks = pem::parse_pem(pem)?;
+        let mut public = Vec::new();
+        let mut certificates = Vec::new();
+        for block in &blocks {
+            match block.label.as_str() {
+                "PUBLIC KEY" | "RSA PUBLIC KEY" => public.push(block),
+                "CERTIFICATE" => certificates.push(block),
+                label if label.contains("PRIVATE KEY") => {
+                    return Err(KeyError::Invalid(format!(
+                        "PEM block {label:?} is a private key; configure the public key \
+                         (`openssl pkey -in key.pem -pubout`)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let mut key = match (public.as_slice(), certificates.first()) {
+            ([block], None) if block.label == "RSA PUBLIC KEY" => Self::from_rsa_der(&block.der)?,
+            ([block], None) => Self::from_spki(&block.der)?,
+            ([], Some(cert)) => Self::from_spki(pem::certificate_spki(&cert.der)?)?,
+            ([], None) => {
+                let labels: Vec<_> = blocks.iter().map(|b| b.label.as_str()).collect();
+                return Err(KeyError::Invalid(format!(
+                    "no public key in PEM blocks {labels:?}; expected `PUBLIC KEY`, \
+                     `RSA PUBLIC KEY` or `CERTIFICATE`"
+                )));
+            }
+            _ => {
+                return Err(KeyError::Invalid(
+                    "more than one public key in one PEM file; use one file per key".into(),
+                ));
+            }
+        };
+        key.kid = kid;
+        Ok(key)
+    }
+
+    /// An HMAC key (HS256/384/512) from the raw secret bytes, which must be at least
+    /// 32 bytes long.
+    pub fn from_hmac_secret(secret: &[u8], kid: Option<String>) -> Result<Self, KeyError> {
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(KeyError::Weak(format!(
+                "HMAC secret has {} bytes; at least {MIN_HMAC_SECRET_BYTES} are required",
+                secret.len()
+            )));
+        }
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"hmac\0");
+        ctx.update(secret);
+        Ok(Self {
+            kid,
+            family: KeyFamily::Hmac,
+            alg: None,
+            material: Material::Hmac(Box::new(HmacKeys {
+                hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
+                hs384: hmac::Key::new(hmac::HMAC_SHA384, secret),
+                hs512: hmac::Key::new(hmac::HMAC_SHA512, secret),
+            })),
+            fingerprint: fingerprint_of(ctx.finish()),
+        })
+    }
+
+    /// Parses a JSON Web Key (RFC 7517): `kty` `RSA`, `EC` (P-256, P-384), `OKP`
+    /// (Ed25519) or `oct`.
+    ///
+    /// `kid` is kept. `alg`, if present, must be a supported algorithm that fits the key,
+    /// and becomes the only algorithm the key verifies. A key marked `"use": "enc"` (or any
+    /// `use` but `sig`), or whose `key_ops` lack `verify`, is rejected, as is one that
+    /// carries private key material (`d`). Unknown members are ignored.
+    pub fn from_jwk(jwk: &serde_json::Value) -> Result<Self, KeyError> {
+        super::jwk::parse(jwk)
+    }
+
+    /// The key id, if the key has one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The key family, which decides the algorithms the key can verify.
+    pub fn family(&self) -> KeyFamily {
+        self.family
+    }
+
+    /// The JWK's `alg`, if it named one: then the key verifies only that algorithm.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.alg
+    }
+
+    /// Whether the key can verify `alg` (right family, and the JWK `alg` if any).
+    pub fn accepts(&self, alg: Algorithm) -> bool {
+        alg.family() == self.family && self.alg.is_none_or(|a| a == alg)
+    }
+
+    /// Checks the signature over `signing_input` (the ASCII `header.payload`).
+    ///
+    /// [`SignatureError::WrongKeyType`] if `alg` does not fit the key (another family, or
+    /// the JWK's `alg` names another algorithm). [`SignatureError::Invalid`] otherwise when
+    /// the check fails. ECDSA signatures must be the fixed-length r‖s form JWS uses (64
+    /// bytes for ES256, 96 for ES384): a DER-encoded signature, any other length, or a
+    /// zero r or s is invalid. HMAC tags are compared in constant time.
+    pub fn verify(
+        &self,
+        alg: Algorithm,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        if !self.accepts(alg) {
+            return Err(SignatureError::WrongKeyType);
+        }
+        let checked = match (&self.material, alg) {
+            (Material::Hmac(k), Algorithm::HS256) => {
+                hmac::verify(&k.hs256, signing_input, signature)
+            }
+            (Material::Hmac(k), Algorithm::HS384) => {
+                hmac::verify(&k.hs384, signing_input, signature)
+            }
+            (Material::Hmac(k), Algorithm::HS512) => {
+                hmac::verify(&k.hs512, signing_input, signature)
+            }
+            (Material::Rsa(k), Algorithm::RS256) => k.rs256.verify_sig(signing_input, signature),
+            (Material::Rsa(k), Algorithm::RS384) => k.rs384.verify_sig(signing_input, signature),
+            (Material::Rsa(k), Algorithm::RS512) => k.rs512.verify_sig(signing_input, signature),
+            (Material::Rsa(k), Algorithm::PS256) => k.ps256.verify_sig(signing_input, signature),
+            (Material::Rsa(k), Algorithm::PS384) => k.ps384.verify_sig(signing_input, signature),
+            (Material::Rsa(k), Algorithm::PS512) => k.ps512.verify_sig(signing_input, signature),
+            (Material::Ec(k), Algorithm::ES256 | Algorithm::ES384) => {
+                // aws-lc checks the length too; checking here makes the contract explicit
+                // (a DER signature of the right length cannot slip through either way).
+                let expected = if alg == Algorithm::ES256 { 64 } else { 96 };
+                if signature.len() != expected {
+                    return Err(SignatureError::Invalid);
+                }
+                k.verify_sig(signing_input, signature)
+            }
+            (Material::Ed25519(k), Algorithm::EdDSA) => {
+                if signature.len() != 64 {
+                    return Err(SignatureError::Invalid);
+                }
+                k.verify_sig(signing_input, signature)
+            }
+            _ => return Err(SignatureError::WrongKeyType),
+        };
+        checked.map_err(|_| SignatureError::Invalid)
+    }
+
+    /// The key with `alg` as its only algorithm. The caller checks `alg` fits the family.
+    pub(super) fn with_algorithm(mut self, alg: Option<Algorithm>) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// The key with `kid`.
+    pub(super) fn with_kid(mut self, kid: Option<String>) -> Self {
+        self.kid = kid;
+        self
+    }
+
+    /// SHA-256 fingerprint of the key material.
+    pub(super) fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
+    /// A key from a DER SubjectPublicKeyInfo.
+    pub(super) fn from_spki(spki: &[u8]) -> Result<Self, KeyError> {
+        match pem::spki_kind(spki)? {
+            SpkiKind::Rsa => Self::from_rsa_der(spki),
+            SpkiKind::EcP256 => Self::from_ec(KeyFamily::EcP256, spki),
+            SpkiKind::EcP384 => Self::from_ec(KeyFamily::EcP384, spki),
+            SpkiKind::Ed25519 => Self::from_ed25519(spki),
+        }
+    }
+
+    /// An RSA key from a DER PKCS#1 `RSAPublicKey` or SubjectPublicKeyInfo.
+    fn from_rsa_der(der: &[u8]) -> Result<Self, KeyError> {
+        let key = RsaSubjectPublicKey::from_der(der)
+            .map_err(|e| KeyError::Invalid(format!("not a valid RSA public key: {e}")))?;
+        Self::from_rsa_components(
+            key.modulus().big_endian_without_leading_zero(),
+            key.exponent().big_endian_without_leading_zero(),
+        )
+    }
+
+    /// An RSA key from its modulus and exponent (big-endian).
+    pub(super) fn from_rsa_components(n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
+        let n = strip_leading_zeros(n);
+        let e = strip_leading_zeros(e);
+        let bits = match n.first() {
+            Some(&first) => (n.len() - 1) * 8 + (8 - first.leading_zeros() as usize),
+            None => 0,
+        };
+        if bits < MIN_RSA_BITS {
+            return Err(KeyError::Weak(format!(
+                "RSA key has {bits} bits; at least {MIN_RSA_BITS} are required"
+            )));
+        }
+        if bits > MAX_RSA_BITS {
+            return Err(KeyError::Invalid(format!(
+                "RSA key has {bits} bits; at most {MAX_RSA_BITS} are supported"
+            )));
+        }
+        let components = RsaPublicKeyComponents { n, e };
+        let parse = |params: &'static signature::RsaParameters| {
+            components
+                .to_parsed_public_key(params)
+                .map_err(|err| KeyError::Invalid(format!("not a valid RSA public key: {err}")))
+        };
+        let rs256 = parse(&signature::RSA_PKCS1_2048_8192_SHA256)?;
+        let fingerprint = spki_fingerprint(&rs256)?;
+        let keys = RsaKeys {
+            bits,
+            rs256,
+            rs384: parse(&signature::RSA_PKCS1_2048_8192_SHA384)?,
+            rs512: parse(&signature::RSA_PKCS1_2048_8192_SHA512)?,
+            ps256: parse(&signature::RSA_PSS_2048_8192_SHA256)?,
+            ps384: parse(&signature::RSA_PSS_2048_8192_SHA384)?,
+            ps512: parse(&signature::RSA_PSS_2048_8192_SHA512)?,
+        };
+        Ok(Self {
+            kid: None,
+            family: KeyFamily::Rsa,
+            alg: None,
+            material: Material::Rsa(Box::new(keys)),
+            fingerprint,
+        })
+    }
+
+    /// An EC key from a DER SubjectPublicKeyInfo or an uncompressed SEC1 point
+    /// (`04 ‖ x ‖ y`).
+    pub(super) fn from_ec(family: KeyFamily, bytes: &[u8]) -> Result<Self, KeyError> {
+        let (alg, curve) = match family {
+            KeyFamily::EcP256 => (&signature::ECDSA_P256_SHA256_FIXED, "P-256"),
+            KeyFamily::EcP384 => (&signature::ECDSA_P384_SHA384_FIXED, "P-384"),
+            other => {
+                return Err(KeyError::Invalid(format!(
+                    "{other:?} is not an EC key family"
+                )));
+            }
+        };
+        let parsed = ParsedPublicKey::new(alg, bytes)
+            .map_err(|e| KeyError::Invalid(format!("not a valid EC {curve} public key: {e}")))?;
+        Ok(Self {
+            kid: None,
+            family,
+            alg: None,
+            fingerprint: spki_fingerprint(&parsed)?,
+            material: Material::Ec(parsed),
+        })
+    }
+
+    /// An Ed25519 key from a DER SubjectPublicKeyInfo or the raw 32 bytes.
+    pub(super) fn from_ed25519(bytes: &[u8]) -> Result<Self, KeyError> {
+        let parsed = ParsedPublicKey::new(&signature::ED25519, bytes)
+            .map_err(|e| KeyError::Invalid(format!("not a valid Ed25519 public key: {e}")))?;
+        Ok(Self {
+            kid: None,
+            family: KeyFamily::Ed25519,
+            alg: None,
+            fingerprint: spki_fingerprint(&parsed)?,
+            material: Material::Ed25519(parsed),
+        })
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("VerifyingKey");
+        d.field("kid", &self.kid)
+            .field("family", &self.family)
+            .field("alg", &self.alg);
+        match &self.material {
+            // A digest of a secret is still derived from it: show nothing.
+            Material::Hmac(_) => d.field("secret", &"<redacted>"),
+            Material::Rsa(k) => d
+                .field("bits", &k.bits)
+                .field("fingerprint", &Hex(&self.fingerprint[..8])),
+            Material::Ec(_) | Material::Ed25519(_) => {
+                d.field("fingerprint", &Hex(&self.fingerprint[..8]))
+            }
+        };
+        d.finish()
+    }
+}
+
+/// Lowercase hex in `Debug`.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+/// SHA-256 over the key's canonical SubjectPublicKeyInfo, so the same key read from a
+/// PEM file or a JWK has the same fingerprint.
+fn spki_fingerprint(key: &ParsedPublicKey) -> Result<[u8; 32], KeyError> {
+    let der = key
+        .as_der()
+        .map_err(|_| KeyError::Invalid("cannot encode the public key".into()))?;
+    Ok(fingerprint_of(digest::digest(
+        &digest::SHA256,
+        der.as_ref(),
+    )))
+}
+
+fn fingerprint_of(d: digest::Digest) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&d.as_ref()[..32]);
+    out
+}

@@ -1,0 +1,21 @@
+//! The denylist sidecar: verifies JWTs locally and rejects revoked ones.
+//!
+//! The Verify path reads as a straight line — [`jws`] parses, [`keys`] finds the
+//! key, the key checks the signature, [`verify`] checks the claims, [`denylist`]
+//! answers whether a rule revokes the token. [`app`] wires the pieces to the gRPC
+//! and admin listeners; `main.rs` only parses flags and waits for a signal.
+
+pub mod admin;
+pub mod algorithm;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod denylist;
+pub mod events;
+pub mod freshness;
+pub mod grpc;
+pub mod jws;
+pub mod keys;
+pub mod standalone;
+pub mod telemetry;
+pub mod verify;
