@@ -36,7 +36,12 @@ fn keys_dir() -> PathBuf {
 }
 
 fn now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())).unwrap_or(0)
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(0)
 }
 
 fn claims(iss: &str) -> String {
@@ -57,7 +62,9 @@ fn mint_es256() -> BenchResult<String> {
         URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT","kid":"es"}"#),
         URL_SAFE_NO_PAD.encode(claims("https://es.bench"))
     );
-    let sig = pair.sign(&SystemRandom::new(), input.as_bytes()).map_err(|e| e.to_string())?;
+    let sig = pair
+        .sign(&SystemRandom::new(), input.as_bytes())
+        .map_err(|e| e.to_string())?;
     Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
 }
 
@@ -155,7 +162,9 @@ async fn wait_ready(socket: &Path) -> BenchResult<Channel> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(ch) = connect(socket.to_owned()).await
-            && let Ok(s) = VerifierClient::new(ch.clone()).status(pb::StatusRequest {}).await
+            && let Ok(s) = VerifierClient::new(ch.clone())
+                .status(pb::StatusRequest {})
+                .await
             && s.get_ref().ready
         {
             return Ok(ch);
@@ -186,17 +195,34 @@ struct Row {
 
 async fn bench_grpc(name: &str, channel: Channel, token: String) -> BenchResult<Row> {
     let mut client = VerifierClient::new(channel.clone());
-    let answer = client.verify(pb::VerifyRequest { token: token.clone() }).await?.into_inner();
+    let answer = client
+        .verify(pb::VerifyRequest {
+            token: token.clone(),
+        })
+        .await?
+        .into_inner();
     if answer.reason != Reason::Ok as i32 {
-        return Err(format!("{name}: token not valid: {} {}", answer.reason, answer.detail).into());
+        return Err(format!(
+            "{name}: token not valid: {} {}",
+            answer.reason, answer.detail
+        )
+        .into());
     }
     for _ in 0..1000 {
-        client.verify(pb::VerifyRequest { token: token.clone() }).await?;
+        client
+            .verify(pb::VerifyRequest {
+                token: token.clone(),
+            })
+            .await?;
     }
     let mut samples = Vec::with_capacity(SEQUENTIAL_CALLS);
     for _ in 0..SEQUENTIAL_CALLS {
         let t = Instant::now();
-        client.verify(pb::VerifyRequest { token: token.clone() }).await?;
+        client
+            .verify(pb::VerifyRequest {
+                token: token.clone(),
+            })
+            .await?;
         samples.push(t.elapsed());
     }
     let (p50, p99) = percentiles(samples);
@@ -211,7 +237,12 @@ async fn bench_grpc(name: &str, channel: Channel, token: String) -> BenchResult<
         let done = Arc::clone(&done);
         tasks.push(tokio::spawn(async move {
             while Instant::now() < stop_at {
-                if c.verify(pb::VerifyRequest { token: token.clone() }).await.is_ok() {
+                if c.verify(pb::VerifyRequest {
+                    token: token.clone(),
+                })
+                .await
+                .is_ok()
+                {
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -273,7 +304,16 @@ fn bench_redis() -> BenchResult<Option<Row>> {
     let port = StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = tempfile::tempdir()?;
     let mut child = Command::new(path)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -284,13 +324,18 @@ fn bench_redis() -> BenchResult<Option<Row>> {
         let mut s = loop {
             match std::net::TcpStream::connect(("127.0.0.1", port)) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Err(e) => return Err(e.into()),
             }
         };
         s.set_nodelay(true)?;
         let session = "x".repeat(300);
-        let set = format!("*3\r\n$3\r\nSET\r\n$11\r\nsession:abc\r\n${}\r\n{session}\r\n", session.len());
+        let set = format!(
+            "*3\r\n$3\r\nSET\r\n$11\r\nsession:abc\r\n${}\r\n{session}\r\n",
+            session.len()
+        );
         s.write_all(set.as_bytes())?;
         let mut ok = [0u8; 5];
         s.read_exact(&mut ok)?;
@@ -335,15 +380,32 @@ fn main() -> BenchResult<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let mut rows = vec![bench_echo()?];
     for cache in [100_000usize, 0] {
         let sidecar = start_sidecar(cache)?;
         let label = if cache > 0 { "cache on" } else { "cache off" };
         rt.block_on(async {
             let channel = wait_ready(&sidecar.socket).await?;
-            rows.push(bench_grpc(&format!("gRPC Verify HS256 over UDS ({label})"), channel.clone(), mint_hs256()?).await?);
-            rows.push(bench_grpc(&format!("gRPC Verify ES256 over UDS ({label})"), channel, mint_es256()?).await?);
+            rows.push(
+                bench_grpc(
+                    &format!("gRPC Verify HS256 over UDS ({label})"),
+                    channel.clone(),
+                    mint_hs256()?,
+                )
+                .await?,
+            );
+            rows.push(
+                bench_grpc(
+                    &format!("gRPC Verify ES256 over UDS ({label})"),
+                    channel,
+                    mint_es256()?,
+                )
+                .await?,
+            );
             Ok::<_, Box<dyn std::error::Error>>(())
         })?;
     }
@@ -354,7 +416,9 @@ fn main() -> BenchResult<()> {
     println!("\n| what | p50 µs | p99 µs | throughput ({IN_FLIGHT} in flight), calls/s |");
     println!("|---|---:|---:|---:|");
     for r in rows {
-        let tput = r.throughput.map_or_else(|| "—".to_owned(), |t| format!("{t:.0}"));
+        let tput = r
+            .throughput
+            .map_or_else(|| "—".to_owned(), |t| format!("{t:.0}"));
         println!("| {} | {:.1} | {:.1} | {} |", r.name, r.p50, r.p99, tput);
     }
     Ok(())

@@ -38,12 +38,18 @@ fn pkcs8(name: &str) -> Vec<u8> {
     STANDARD.decode(body).expect("PEM body")
 }
 
+/// A public-key verification algorithm and the key bytes aws-lc takes.
+type BareKey = (&'static dyn sig::VerificationAlgorithm, Vec<u8>);
+
+/// Signs a JWS signing input.
+type Signer = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// One algorithm under test: how to sign, and the bare-check inputs.
 struct Case {
     alg: &'static str,
     config_keys: String,
-    sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
-    bare: Option<(&'static dyn sig::VerificationAlgorithm, Vec<u8>)>,
+    sign: Signer,
+    bare: Option<BareKey>,
     hmac_secret: Option<Vec<u8>>,
     jwt_key: jsonwebtoken::DecodingKey,
     jwt_alg: jsonwebtoken::Algorithm,
@@ -60,19 +66,27 @@ fn cases() -> Vec<Case> {
     let rng = SystemRandom::new();
     let secret = std::fs::read(keys_dir().join("hmac.secret")).expect("hmac secret");
     let hkey = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
-    let rsa = Arc::new(aws_lc_rs::rsa::KeyPair::from_pkcs8(&pkcs8("rsa-private.pem")).expect("rsa"));
+    let rsa =
+        Arc::new(aws_lc_rs::rsa::KeyPair::from_pkcs8(&pkcs8("rsa-private.pem")).expect("rsa"));
     let rsa_pub = rsa.public_key().as_ref().to_vec();
     let p256 = Arc::new(
-        sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8("p256-private.pem"))
-            .expect("p256"),
+        sig::EcdsaKeyPair::from_pkcs8(
+            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &pkcs8("p256-private.pem"),
+        )
+        .expect("p256"),
     );
     let p256_pub = p256.public_key().as_ref().to_vec();
     let p384 = Arc::new(
-        sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8("p384-private.pem"))
-            .expect("p384"),
+        sig::EcdsaKeyPair::from_pkcs8(
+            &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &pkcs8("p384-private.pem"),
+        )
+        .expect("p384"),
     );
     let p384_pub = p384.public_key().as_ref().to_vec();
-    let ed = Arc::new(sig::Ed25519KeyPair::from_pkcs8(&pkcs8("ed25519-private.pem")).expect("ed25519"));
+    let ed =
+        Arc::new(sig::Ed25519KeyPair::from_pkcs8(&pkcs8("ed25519-private.pem")).expect("ed25519"));
     let ed_pub = ed.public_key().as_ref().to_vec();
     let read = |f: &str| std::fs::read(keys_dir().join(f)).expect("public pem");
 
@@ -83,7 +97,7 @@ fn cases() -> Vec<Case> {
             let mut out = vec![0; rsa.public_modulus_len()];
             rsa.sign(padding, &rng, m, &mut out).expect("rsa sign");
             out
-        }) as Box<dyn Fn(&[u8]) -> Vec<u8>>
+        }) as Signer
     };
     let rng2 = rng.clone();
     let rng3 = rng.clone();
@@ -106,7 +120,8 @@ fn cases() -> Vec<Case> {
             sign: rsa_sign(&sig::RSA_PKCS1_SHA256),
             bare: Some((&sig::RSA_PKCS1_2048_8192_SHA256, rsa_pub.clone())),
             hmac_secret: None,
-            jwt_key: jsonwebtoken::DecodingKey::from_rsa_pem(&read("rsa-public.pem")).expect("jwt rsa"),
+            jwt_key: jsonwebtoken::DecodingKey::from_rsa_pem(&read("rsa-public.pem"))
+                .expect("jwt rsa"),
             jwt_alg: jsonwebtoken::Algorithm::RS256,
         },
         Case {
@@ -115,7 +130,8 @@ fn cases() -> Vec<Case> {
             sign: rsa_sign(&sig::RSA_PSS_SHA256),
             bare: Some((&sig::RSA_PSS_2048_8192_SHA256, rsa_pub)),
             hmac_secret: None,
-            jwt_key: jsonwebtoken::DecodingKey::from_rsa_pem(&read("rsa-public.pem")).expect("jwt rsa"),
+            jwt_key: jsonwebtoken::DecodingKey::from_rsa_pem(&read("rsa-public.pem"))
+                .expect("jwt rsa"),
             jwt_alg: jsonwebtoken::Algorithm::PS256,
         },
         Case {
@@ -124,7 +140,8 @@ fn cases() -> Vec<Case> {
             sign: Box::new(move |m| p256.sign(&rng2, m).expect("es256").as_ref().to_vec()),
             bare: Some((&sig::ECDSA_P256_SHA256_FIXED, p256_pub)),
             hmac_secret: None,
-            jwt_key: jsonwebtoken::DecodingKey::from_ec_pem(&read("p256-public.pem")).expect("jwt ec"),
+            jwt_key: jsonwebtoken::DecodingKey::from_ec_pem(&read("p256-public.pem"))
+                .expect("jwt ec"),
             jwt_alg: jsonwebtoken::Algorithm::ES256,
         },
         Case {
@@ -133,7 +150,8 @@ fn cases() -> Vec<Case> {
             sign: Box::new(move |m| p384.sign(&rng3, m).expect("es384").as_ref().to_vec()),
             bare: Some((&sig::ECDSA_P384_SHA384_FIXED, p384_pub)),
             hmac_secret: None,
-            jwt_key: jsonwebtoken::DecodingKey::from_ec_pem(&read("p384-public.pem")).expect("jwt ec"),
+            jwt_key: jsonwebtoken::DecodingKey::from_ec_pem(&read("p384-public.pem"))
+                .expect("jwt ec"),
             jwt_alg: jsonwebtoken::Algorithm::ES384,
         },
         Case {
@@ -142,7 +160,8 @@ fn cases() -> Vec<Case> {
             sign: Box::new(move |m| ed.sign(m).as_ref().to_vec()),
             bare: Some((&sig::ED25519, ed_pub)),
             hmac_secret: None,
-            jwt_key: jsonwebtoken::DecodingKey::from_ed_pem(&read("ed25519-public.pem")).expect("jwt ed"),
+            jwt_key: jsonwebtoken::DecodingKey::from_ed_pem(&read("ed25519-public.pem"))
+                .expect("jwt ed"),
             jwt_alg: jsonwebtoken::Algorithm::EdDSA,
         },
     ]
@@ -160,7 +179,11 @@ fn mint(case: &Case) -> String {
         r#"{{"iss":"{ISS}","sub":"user-8f14e45f","aud":"orders-api","iat":{now},"nbf":{now},"exp":{},"jti":"3f2a6c1e-9b7d-4a51-8e0f-2c4d6b8a9e10","sid":"s-77","scope":"orders:read orders:write","roles":["buyer"],"tenant":"acme"}}"#,
         now + 3600
     );
-    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
     let s = (case.sign)(input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(s))
 }
@@ -215,7 +238,10 @@ fn bench_verify(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("verify");
-    group.sample_size(50).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
     for case in cases() {
         let token = mint(&case);
         let (signing_input, sig_b64) = token.rsplit_once('.').expect("token");
@@ -234,17 +260,28 @@ fn bench_verify(c: &mut Criterion) {
                 let key = sig::UnparsedPublicKey::new(*alg, public.clone());
                 assert!(key.verify(signing_input.as_bytes(), &signature).is_ok());
                 group.bench_function(format!("{}/bare_aws_lc", case.alg), |b| {
-                    b.iter(|| key.verify(black_box(signing_input.as_bytes()), black_box(&signature)))
+                    b.iter(|| {
+                        key.verify(black_box(signing_input.as_bytes()), black_box(&signature))
+                    })
                 });
                 let parsed = sig::ParsedPublicKey::new(*alg, public).expect("parsed");
                 group.bench_function(format!("{}/bare_aws_lc_preparsed", case.alg), |b| {
-                    b.iter(|| parsed.verify_sig(black_box(signing_input.as_bytes()), black_box(&signature)))
+                    b.iter(|| {
+                        parsed
+                            .verify_sig(black_box(signing_input.as_bytes()), black_box(&signature))
+                    })
                 });
             }
             (None, Some(secret)) => {
                 let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
                 group.bench_function(format!("{}/bare_aws_lc", case.alg), |b| {
-                    b.iter(|| aws_lc_rs::hmac::verify(&key, black_box(signing_input.as_bytes()), black_box(&signature)))
+                    b.iter(|| {
+                        aws_lc_rs::hmac::verify(
+                            &key,
+                            black_box(signing_input.as_bytes()),
+                            black_box(&signature),
+                        )
+                    })
                 });
             }
             (None, None) => {}
@@ -253,9 +290,18 @@ fn bench_verify(c: &mut Criterion) {
         let mut validation = jsonwebtoken::Validation::new(case.jwt_alg);
         validation.set_audience(&["orders-api"]);
         validation.set_issuer(&[ISS]);
-        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &case.jwt_key, &validation).is_ok());
+        assert!(
+            jsonwebtoken::decode::<serde_json::Value>(&token, &case.jwt_key, &validation).is_ok()
+        );
         group.bench_function(format!("{}/jsonwebtoken_decode", case.alg), |b| {
-            b.iter(|| jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &case.jwt_key, &validation).is_ok())
+            b.iter(|| {
+                jsonwebtoken::decode::<serde_json::Value>(
+                    black_box(&token),
+                    &case.jwt_key,
+                    &validation,
+                )
+                .is_ok()
+            })
         });
 
         let cached = verifier(&rt, &case, 10_000);

@@ -97,7 +97,10 @@ async fn main() -> anyhow::Result<()> {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() > deadline {
-                    bail!("the sidecar at {} was not ready within {timeout_secs} s", socket.display());
+                    bail!(
+                        "the sidecar at {} was not ready within {timeout_secs} s",
+                        socket.display()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -106,7 +109,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mint(key: &PathBuf, kid: &str, iss: &str, sub: &str, aud: &str, ttl: i64) -> anyhow::Result<String> {
+fn mint(
+    key: &PathBuf,
+    kid: &str,
+    iss: &str,
+    sub: &str,
+    aud: &str,
+    ttl: i64,
+) -> anyhow::Result<String> {
     let pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = STANDARD.decode(body).context("the key file is not PEM")?;

@@ -23,6 +23,7 @@ use crate::admin;
 use crate::clock::SharedClock;
 use crate::config::{Config, DenylistSource, ListenConfig};
 use crate::denylist::{Denylist, DenylistSettings};
+use crate::ext_authz::ExtAuthzService;
 use crate::freshness::Freshness;
 use crate::grpc::{self, GrpcLimits, ServiceInfo, VerifierService};
 use crate::keys::{KeyError, KeyStore};
@@ -77,17 +78,25 @@ impl Listeners {
             None => None,
         };
         let tcp = match listen.tcp {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
-                what: format!("gRPC TCP {addr}"),
-                source,
-            })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind {
+                        what: format!("gRPC TCP {addr}"),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         let admin = match listen.admin {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
-                what: format!("admin HTTP {addr}"),
-                source,
-            })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind {
+                        what: format!("admin HTTP {addr}"),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         Ok(Self { unix, tcp, admin })
@@ -164,11 +173,9 @@ impl App {
         ));
         let file_source = match config.denylist.source {
             DenylistSource::File => {
-                let path = config
-                    .denylist
-                    .file
-                    .clone()
-                    .ok_or(AppError::Unsupported("denylist.file is required in file mode"))?;
+                let path = config.denylist.file.clone().ok_or(AppError::Unsupported(
+                    "denylist.file is required in file mode",
+                ))?;
                 let mut source =
                     FileSource::new(path, Arc::clone(&denylist), Arc::clone(&freshness));
                 source.load()?;
@@ -235,8 +242,11 @@ impl App {
             max_request_bytes: self.config.listen.max_request_bytes,
             max_concurrent_streams: self.config.listen.max_concurrent_streams,
         };
+        let ext_authz = self.config.ext_authz.enabled.then(|| {
+            ExtAuthzService::new(Arc::clone(&self.verifier), self.config.ext_authz.clone())
+        });
         let (routes, health) =
-            grpc::routes(service, limits).map_err(|e| AppError::Serve(e.to_string()))?;
+            grpc::routes(service, ext_authz, limits).map_err(|e| AppError::Serve(e.to_string()))?;
         tasks.spawn(report_health(
             Arc::clone(&self.freshness),
             health,
@@ -311,7 +321,10 @@ impl App {
             while tasks.join_next().await.is_some() {}
         };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!(?grace, "in-flight calls did not finish within the grace period; closing them");
+            tracing::warn!(
+                ?grace,
+                "in-flight calls did not finish within the grace period; closing them"
+            );
             servers.abort_all();
             tasks.abort_all();
         }
@@ -342,7 +355,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Prunes expired rules and rebuilds the filter periodically, off the async threads.
-async fn maintain_denylist(denylist: Arc<Denylist>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn maintain_denylist(
+    denylist: Arc<Denylist>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -354,7 +371,11 @@ async fn maintain_denylist(denylist: Arc<Denylist>, every: Duration, mut stop: w
         match tokio::task::spawn_blocking(move || d.prune_and_rebuild()).await {
             Ok(stats) => {
                 if stats.dropped > 0 {
-                    tracing::info!(kept = stats.kept, dropped = stats.dropped, "pruned expired revocations");
+                    tracing::info!(
+                        kept = stats.kept,
+                        dropped = stats.dropped,
+                        "pruned expired revocations"
+                    );
                 }
             }
             Err(e) => tracing::error!(error = %e, "denylist rebuild failed"),
@@ -384,7 +405,9 @@ async fn report_health(
                 ServingStatus::NotServing
             };
             health.set_service_status("", status).await;
-            health.set_service_status(grpc::HEALTH_SERVICE, status).await;
+            health
+                .set_service_status(grpc::HEALTH_SERVICE, status)
+                .await;
             last = Some(serving);
         }
         let view = freshness.view();

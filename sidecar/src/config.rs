@@ -89,6 +89,8 @@ pub struct Config {
     pub denylist: DenylistConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Envoy / Istio external authorization (`envoy.service.auth.v3.Authorization`).
+    pub ext_authz: ExtAuthzConfig,
     /// How long SIGTERM waits for in-flight calls before exiting anyway. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -104,6 +106,7 @@ impl Default for Config {
             verify: VerifyConfig::default(),
             denylist: DenylistConfig::default(),
             log: LogConfig::default(),
+            ext_authz: ExtAuthzConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             issuers: Vec::new(),
         }
@@ -265,6 +268,39 @@ impl Default for LogConfig {
             filter: "info".to_owned(),
         }
     }
+}
+
+/// How the Envoy `ext_authz` endpoint finds the token and what it forwards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtAuthzConfig {
+    /// Serve `envoy.service.auth.v3.Authorization/Check` on the gRPC listeners. Default true.
+    pub enabled: bool,
+    /// Request header carrying `Bearer <token>`. Default `authorization`.
+    pub header: String,
+    /// Cookie holding the bare token, tried when the header is absent. Default: none.
+    pub cookie: Option<String>,
+    /// Claims forwarded to the upstream as request headers: claim name → header name.
+    /// Headers named here are always removed from the client's request first, so a
+    /// client cannot forge them. Default `{ sub = "x-denylist-subject" }`.
+    pub forward_claims: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ExtAuthzConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            header: "authorization".to_owned(),
+            cookie: None,
+            forward_claims: [("sub".to_owned(), "x-denylist-subject".to_owned())].into(),
+        }
+    }
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
 }
 
 /// One trusted token issuer.
@@ -430,7 +466,10 @@ impl Config {
 
     /// Layers the `DENYLIST_*` environment (see [`env`]) over the file's values.
     /// `lookup` is `std::env::var` in production, a map in tests.
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         if let Some(v) = lookup(env::SOCKET) {
             self.listen.socket = (!v.is_empty()).then(|| PathBuf::from(v));
         }
@@ -512,7 +551,10 @@ impl Config {
             ));
         }
         if d.file_poll_interval < Duration::from_millis(10) {
-            return Err(invalid("denylist.file_poll_interval", "must be at least 10ms"));
+            return Err(invalid(
+                "denylist.file_poll_interval",
+                "must be at least 10ms",
+            ));
         }
         if d.max_staleness < Duration::from_secs(1) {
             return Err(invalid("denylist.max_staleness", "must be at least 1s"));
@@ -531,6 +573,26 @@ impl Config {
         }
         if self.shutdown_grace > Duration::from_secs(600) {
             return Err(invalid("shutdown_grace", "must be at most 10 minutes"));
+        }
+        let ea = &self.ext_authz;
+        if !is_header_name(&ea.header) {
+            return Err(invalid(
+                "ext_authz.header",
+                "must be a lower-case HTTP header name (Envoy lower-cases them)",
+            ));
+        }
+        if let Some(cookie) = &ea.cookie
+            && (cookie.is_empty() || cookie.contains([';', '=', ' ']))
+        {
+            return Err(invalid("ext_authz.cookie", "must be a cookie name"));
+        }
+        for (claim, header) in &ea.forward_claims {
+            if !is_header_name(header) {
+                return Err(invalid(
+                    format!("ext_authz.forward_claims.{claim}"),
+                    "must be a lower-case HTTP header name",
+                ));
+            }
         }
         if self.issuers.is_empty() {
             return Err(invalid(
@@ -616,7 +678,10 @@ impl IssuerConfig {
             return Err(invalid(format!("{at}.algorithms"), "HMAC with PEM keys"));
         }
         if self.leeway > Duration::from_secs(600) {
-            return Err(invalid(format!("{at}.leeway"), "must be at most 10 minutes"));
+            return Err(invalid(
+                format!("{at}.leeway"),
+                "must be at most 10 minutes",
+            ));
         }
         if self.max_lifetime < Duration::from_secs(1)
             || self.max_lifetime > Duration::from_secs(366 * 24 * 3600)
@@ -635,7 +700,10 @@ impl IssuerConfig {
         if let Some(url) = &k.jwks_url {
             validate_jwks_url(url).map_err(|m| invalid(format!("{at}.keys.jwks_url"), m))?;
         }
-        for (field, files) in [("pem_files", &k.pem_files), ("hmac_secret_files", &k.hmac_secret_files)] {
+        for (field, files) in [
+            ("pem_files", &k.pem_files),
+            ("hmac_secret_files", &k.hmac_secret_files),
+        ] {
             let mut kids = HashSet::new();
             for (j, f) in files.iter().enumerate() {
                 if let Some(kid) = &f.kid {
@@ -655,9 +723,13 @@ impl IssuerConfig {
             }
         }
         if k.refresh_interval < Duration::from_secs(1) {
-            return Err(invalid(format!("{at}.keys.refresh_interval"), "must be at least 1s"));
+            return Err(invalid(
+                format!("{at}.keys.refresh_interval"),
+                "must be at least 1s",
+            ));
         }
-        if k.fetch_timeout < Duration::from_millis(100) || k.fetch_timeout > Duration::from_secs(60) {
+        if k.fetch_timeout < Duration::from_millis(100) || k.fetch_timeout > Duration::from_secs(60)
+        {
             return Err(invalid(
                 format!("{at}.keys.fetch_timeout"),
                 "must be between 100ms and 60s",

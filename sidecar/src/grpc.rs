@@ -30,7 +30,9 @@ pub enum ServiceError {
     #[error("the denylist is still loading; retry shortly")]
     NotReady,
     /// The denylist is stale and the policy is `fail_closed`.
-    #[error("the denylist is stale ({age_ms} ms since its source was heard from) and the policy is fail_closed")]
+    #[error(
+        "the denylist is stale ({age_ms} ms since its source was heard from) and the policy is fail_closed"
+    )]
     Stale {
         /// Age of the denylist.
         age_ms: u64,
@@ -204,7 +206,10 @@ impl VerifierApi for VerifierService {
         &self,
         _request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(ServiceError::Unimplemented("Watch is served in fleet (NATS) mode, which this build does not include yet").into())
+        Err(ServiceError::Unimplemented(
+            "Watch is served in fleet (NATS) mode, which this build does not include yet",
+        )
+        .into())
     }
 }
 
@@ -263,7 +268,10 @@ fn payload_to_struct(payload: &[u8]) -> Option<prost_types::Struct> {
 
 fn object_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
     prost_types::Struct {
-        fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+        fields: map
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect(),
     }
 }
 
@@ -296,9 +304,12 @@ pub struct GrpcLimits {
 /// the caller can publish serving status.
 pub fn routes(
     service: VerifierService,
+    ext_authz: Option<crate::ext_authz::ExtAuthzService>,
     limits: GrpcLimits,
-) -> Result<(tonic::service::Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error>
-{
+) -> Result<
+    (tonic::service::Routes, tonic_health::server::HealthReporter),
+    tonic_reflection::server::Error,
+> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(denylist_proto::FILE_DESCRIPTOR_SET)
@@ -307,9 +318,17 @@ pub fn routes(
     let verifier = VerifierServer::new(service)
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(limits.max_request_bytes.max(1 << 20));
-    let routes = tonic::service::Routes::new(verifier)
+    let mut routes = tonic::service::Routes::new(verifier)
         .add_service(health_service)
         .add_service(reflection);
+    if let Some(ext_authz) = ext_authz {
+        routes = routes.add_service(
+            ext_authz
+                .into_server()
+                // Envoy sends every request header (and optionally the body): allow more.
+                .max_decoding_message_size(limits.max_request_bytes.max(1 << 20)),
+        );
+    }
     Ok((routes, health_reporter))
 }
 

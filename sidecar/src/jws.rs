@@ -19,6 +19,10 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::algorithm::Algorithm;
 
+/// Deepest JSON nesting accepted in a header or payload. Real tokens nest two or
+/// three levels; deep nesting only serves to exhaust a downstream parser's stack.
+const MAX_JSON_DEPTH: usize = 32;
+
 /// Longest signature accepted (RSA-4096 is 512 bytes).
 const MAX_SIGNATURE_LEN: usize = 512;
 
@@ -141,13 +145,20 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         .split_once('.')
         .ok_or(Rejection::new(Reason::Malformed, "no payload segment"))?;
     if header_b64.is_empty() || payload_b64.is_empty() {
-        return Err(Rejection::new(Reason::Malformed, "empty header or payload segment"));
+        return Err(Rejection::new(
+            Reason::Malformed,
+            "empty header or payload segment",
+        ));
     }
     if signature_b64.is_empty() {
-        return Err(Rejection::new(Reason::BadSignature, "the signature is empty"));
+        return Err(Rejection::new(
+            Reason::BadSignature,
+            "the signature is empty",
+        ));
     }
 
     let header_json = decode_b64(header_b64, "header")?;
+    check_depth(&header_json, "header")?;
     let header: RawHeader<'_> = serde_json::from_slice(&header_json).map_err(|e| {
         Rejection::with(Reason::Malformed, format!("header is not valid JSON: {e}"))
     })?;
@@ -207,7 +218,10 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         len: 0,
     };
     if base64::decoded_len_estimate(signature_b64.len()) > MAX_SIGNATURE_LEN {
-        return Err(Rejection::new(Reason::BadSignature, "the signature is too long"));
+        return Err(Rejection::new(
+            Reason::BadSignature,
+            "the signature is too long",
+        ));
     }
     signature.len = URL_SAFE_NO_PAD
         .decode_slice(signature_b64, &mut signature.buf)
@@ -226,6 +240,38 @@ fn decode_b64(segment: &str, what: &'static str) -> Result<Vec<u8>, Rejection> {
     URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| Rejection::with(Reason::Malformed, format!("{what} is not base64url")))
+}
+
+/// Rejects JSON nested deeper than [`MAX_JSON_DEPTH`]. A linear scan that skips
+/// string contents; it runs before parsing, so the parser never recurses deeply.
+fn check_depth(json: &[u8], what: &'static str) -> Result<(), Rejection> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(Rejection::with(
+                        Reason::Malformed,
+                        format!("{what} JSON is nested deeper than {MAX_JSON_DEPTH} levels"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -272,6 +318,13 @@ pub struct RegisteredClaims {
 /// duplicate keys and non-objects are [`Reason::Malformed`].
 pub fn parse_claims(payload_b64: &str) -> Result<(RegisteredClaims, Vec<u8>), Rejection> {
     let payload = decode_b64(payload_b64, "payload")?;
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Rejection::new(
+            Reason::Malformed,
+            "payload is not a JSON object",
+        ));
+    }
+    check_depth(&payload, "payload")?;
     let claims = serde_json::from_slice::<ClaimsDoc>(&payload)
         .map_err(|e| {
             let reason = if e.classify() == serde_json::error::Category::Data
@@ -312,7 +365,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
         // Keys seen so far; small linear set (payloads have a handful of members).
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.iter().any(|k| *k == key) {
+            if seen.contains(&key) {
                 return Err(de::Error::custom(format_args!(
                     "duplicate member {:?}",
                     truncate(&key, 32)

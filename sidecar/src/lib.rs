@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod denylist;
 pub mod events;
+pub mod ext_authz;
 pub mod freshness;
 pub mod grpc;
 pub mod jws;

@@ -30,7 +30,9 @@ fn minimal_config_validates_with_documented_defaults() {
 
 #[test]
 fn unknown_field_is_a_parse_error_naming_it() {
-    let err = Config::from_toml(&MINIMAL.replace("[denylist]", "[denylist]\nmax_stalenes = \"5s\"")).unwrap_err();
+    let err =
+        Config::from_toml(&MINIMAL.replace("[denylist]", "[denylist]\nmax_stalenes = \"5s\""))
+            .unwrap_err();
     assert!(err.to_string().contains("max_stalenes"), "{err}");
 }
 
@@ -67,7 +69,8 @@ fn jwks_url_must_be_https_unless_loopback() {
 #[test]
 fn non_loopback_tcp_listener_is_rejected() {
     let mut c = Config::from_toml(MINIMAL).unwrap();
-    c.apply_env(|k| (k == env::TCP).then(|| "0.0.0.0:50151".to_owned())).unwrap();
+    c.apply_env(|k| (k == env::TCP).then(|| "0.0.0.0:50151".to_owned()))
+        .unwrap();
     assert_eq!(field_of(c.validate().unwrap_err()), "listen.tcp");
 }
 

@@ -36,18 +36,34 @@ fn structural_rejections() {
     assert_eq!(reason("a.b"), Reason::Malformed);
     assert_eq!(reason("a.b.c.d"), Reason::Malformed);
     assert_eq!(reason("a.b.c.d.e"), Reason::EncryptedOrNested);
-    assert_eq!(reason(&format!("{}.{}.", b64(r#"{"alg":"HS256"}"#), b64("{}"))), Reason::BadSignature);
-    assert_eq!(reason(&format!("{}..AAAA", b64(r#"{"alg":"HS256"}"#))), Reason::Malformed);
+    assert_eq!(
+        reason(&format!("{}.{}.", b64(r#"{"alg":"HS256"}"#), b64("{}"))),
+        Reason::BadSignature
+    );
+    assert_eq!(
+        reason(&format!("{}..AAAA", b64(r#"{"alg":"HS256"}"#))),
+        Reason::Malformed
+    );
     assert_eq!(reason("!!!.e30.AAAA"), Reason::Malformed);
-    assert_eq!(reason(&token(r#"{"alg":"HS256"}"#, "{}", "@@@@")), Reason::Malformed);
+    assert_eq!(
+        reason(&token(r#"{"alg":"HS256"}"#, "{}", "@@@@")),
+        Reason::Malformed
+    );
     assert_eq!(reason(&token("not json", "{}", "AAAA")), Reason::Malformed);
-    assert_eq!(reason(&token(r#"{"kid":"x"}"#, "{}", "AAAA")), Reason::Malformed);
+    assert_eq!(
+        reason(&token(r#"{"kid":"x"}"#, "{}", "AAAA")),
+        Reason::Malformed
+    );
 }
 
 #[test]
 fn header_rejections() {
     assert_eq!(
-        reason(&token(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#, "{}", "AAAA")),
+        reason(&token(
+            r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+            "{}",
+            "AAAA"
+        )),
         Reason::UnsupportedCriticalHeader
     );
     assert_eq!(
@@ -59,12 +75,25 @@ fn header_rejections() {
         Reason::EncryptedOrNested
     );
     assert_eq!(
-        reason(&token(r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#, "{}", "AAAA")),
+        reason(&token(
+            r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#,
+            "{}",
+            "AAAA"
+        )),
         Reason::EncryptedOrNested
     );
-    assert_eq!(reason(&token(r#"{"alg":"hs256"}"#, "{}", "AAAA")), Reason::AlgorithmNotAllowed);
-    assert_eq!(reason(&token(r#"{"alg":"HS256","alg":"none"}"#, "{}", "AAAA")), Reason::Malformed);
-    assert_eq!(reason(&token(r#"{"alg":"HS256","kid":7}"#, "{}", "AAAA")), Reason::Malformed);
+    assert_eq!(
+        reason(&token(r#"{"alg":"hs256"}"#, "{}", "AAAA")),
+        Reason::AlgorithmNotAllowed
+    );
+    assert_eq!(
+        reason(&token(r#"{"alg":"HS256","alg":"none"}"#, "{}", "AAAA")),
+        Reason::Malformed
+    );
+    assert_eq!(
+        reason(&token(r#"{"alg":"HS256","kid":7}"#, "{}", "AAAA")),
+        Reason::Malformed
+    );
 }
 
 #[test]
@@ -86,7 +115,11 @@ fn size_bound_is_checked_before_anything_else() {
 
 #[test]
 fn claims_types_are_checked() {
-    let ok = parse_claims(&b64(r#"{"iss":"i","aud":["a","b"],"exp":1.9e9,"iat":100,"x":{"deep":[1,2]}}"#)).unwrap().0;
+    let ok = parse_claims(&b64(
+        r#"{"iss":"i","aud":["a","b"],"exp":1.9e9,"iat":100,"x":{"deep":[1,2]}}"#,
+    ))
+    .unwrap()
+    .0;
     assert_eq!(ok.aud, vec!["a", "b"]);
     assert_eq!(ok.exp, Some(1_900_000_000));
     for bad in [
@@ -97,7 +130,11 @@ fn claims_types_are_checked() {
         r#"{"iss":1}"#,
         r#"{"exp":1e300}"#,
     ] {
-        assert_eq!(parse_claims(&b64(bad)).unwrap_err().reason, Reason::InvalidClaim, "{bad}");
+        assert_eq!(
+            parse_claims(&b64(bad)).unwrap_err().reason,
+            Reason::InvalidClaim,
+            "{bad}"
+        );
     }
 }
 
@@ -111,14 +148,24 @@ fn claims_syntax_duplicates_and_nesting_are_malformed() {
         "{".to_owned(),
         deep,
     ] {
-        assert_eq!(parse_claims(&b64(&bad)).unwrap_err().reason, Reason::Malformed, "{bad}");
+        assert_eq!(
+            parse_claims(&b64(&bad)).unwrap_err().reason,
+            Reason::Malformed,
+            "{bad}"
+        );
     }
     let invalid_utf8 = URL_SAFE_NO_PAD.encode(b"{\"sub\":\"\xff\xfe\"}");
-    assert_eq!(parse_claims(&invalid_utf8).unwrap_err().reason, Reason::Malformed);
+    assert_eq!(
+        parse_claims(&invalid_utf8).unwrap_err().reason,
+        Reason::Malformed
+    );
 }
 
 #[test]
 fn peek_issuer_reads_only_iss() {
-    assert_eq!(peek_issuer(&b64(r#"{"iss":"https://a","exp":"x"}"#)).as_deref(), Some("https://a"));
+    assert_eq!(
+        peek_issuer(&b64(r#"{"iss":"https://a","exp":"x"}"#)).as_deref(),
+        Some("https://a")
+    );
     assert_eq!(peek_issuer(&b64("garbage")), None);
 }
