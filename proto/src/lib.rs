@@ -1,7 +1,12 @@
-//! Generated protobuf types and gRPC stubs of denylist (`denylist.v1`).
+//! The wire contract of denylist (`denylist.v1`): generated protobuf types and
+//! gRPC stubs behind [`pb`], the validated revocation [`events`] model, and the
+//! Ed25519 [`envelope`] that signs events for NATS.
 //!
-//! Everything generated sits behind [`pb`]; [`FILE_DESCRIPTOR_SET`] is the encoded
-//! descriptor set for gRPC server reflection.
+//! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set for gRPC server reflection.
+
+pub mod envelope;
+pub mod events;
+pub mod subjects;
 
 /// The `denylist.v1` package: messages, enums, and the `Verifier` / `Publisher`
 /// client and server stubs.

@@ -27,8 +27,12 @@ use crate::ext_authz::ExtAuthzService;
 use crate::freshness::Freshness;
 use crate::grpc::{self, GrpcLimits, ServiceInfo, VerifierService};
 use crate::keys::{KeyError, KeyStore};
+use crate::publisher::PublisherService;
 use crate::standalone::{FileSource, RevocationsFileError};
+use crate::sync::StreamFollower;
 use crate::verify::Verifier;
+use denylist_proto::envelope::{EnvelopeError, SigningKey, TrustedKeys};
+use tokio::sync::broadcast;
 
 /// Why the sidecar could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,17 @@ pub enum AppError {
     /// A configured feature is not part of this build.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// NATS settings could not be applied (files, keys).
+    #[error(transparent)]
+    Nats(#[from] crate::sync::SyncError),
+    /// A trusted or signing key is invalid.
+    #[error("{what}: {error}")]
+    PublisherKey {
+        /// Which key.
+        what: String,
+        /// Why.
+        error: denylist_proto::envelope::EnvelopeError,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(String),
@@ -133,7 +148,50 @@ pub struct App {
     freshness: Arc<Freshness>,
     verifier: Arc<Verifier>,
     file_source: Option<FileSource>,
+    nats: Option<NatsParts>,
+    changes: broadcast::Sender<u64>,
+    clock: SharedClock,
     metrics: Option<PrometheusHandle>,
+}
+
+/// Fleet-mode pieces, built at start and run by [`App::run`].
+#[derive(Debug)]
+struct NatsParts {
+    client: async_nats::Client,
+    trusted: TrustedKeys,
+    publisher_key: Option<SigningKey>,
+}
+
+impl NatsParts {
+    async fn build(config: &Config) -> Result<Self, AppError> {
+        let trusted =
+            TrustedKeys::from_public_keys(&config.nats.trusted_publishers).map_err(|error| {
+                AppError::PublisherKey {
+                    what: "nats.trusted_publishers".into(),
+                    error,
+                }
+            })?;
+        let publisher_key = match &config.nats.publisher_key_file {
+            Some(path) => {
+                let what = format!("nats.publisher_key_file {}", path.display());
+                let pem = std::fs::read_to_string(path).map_err(|e| AppError::PublisherKey {
+                    what: what.clone(),
+                    error: EnvelopeError::Key(e.to_string()),
+                })?;
+                Some(
+                    SigningKey::from_pkcs8_pem(&pem)
+                        .map_err(|error| AppError::PublisherKey { what, error })?,
+                )
+            }
+            None => None,
+        };
+        let client = crate::sync::connect(&config.nats, &config.name).await?;
+        Ok(Self {
+            client,
+            trusted,
+            publisher_key,
+        })
+    }
 }
 
 impl App {
@@ -171,28 +229,27 @@ impl App {
             config.denylist.max_staleness,
             config.denylist.staleness_policy,
         ));
-        let file_source = match config.denylist.source {
+        // Capacity only bounds how far a slow Watch may lag; a lagging watcher re-checks.
+        let changes = broadcast::channel(64).0;
+        let (file_source, nats) = match config.denylist.source {
             DenylistSource::File => {
                 let path = config.denylist.file.clone().ok_or(AppError::Unsupported(
                     "denylist.file is required in file mode",
                 ))?;
                 let mut source =
-                    FileSource::new(path, Arc::clone(&denylist), Arc::clone(&freshness));
+                    FileSource::new(path, Arc::clone(&denylist), Arc::clone(&freshness))
+                        .notify(changes.clone());
                 source.load()?;
-                Some(source)
+                (Some(source), None)
             }
-            DenylistSource::Nats => {
-                return Err(AppError::Unsupported(
-                    "denylist.source = \"nats\" is not available in this build yet; use \"file\"",
-                ));
-            }
+            DenylistSource::Nats => (None, Some(NatsParts::build(&config).await?)),
         };
         let verifier = Arc::new(Verifier::new(
             &config,
             &keys,
             Arc::clone(&denylist),
             Arc::clone(&freshness),
-            clock,
+            Arc::clone(&clock),
         ));
         Ok(Self {
             config,
@@ -201,6 +258,9 @@ impl App {
             freshness,
             verifier,
             file_source,
+            nats,
+            changes,
+            clock,
             metrics,
         })
     }
@@ -224,6 +284,45 @@ impl App {
         if let Some(source) = self.file_source {
             tasks.spawn(source.run(self.config.denylist.file_poll_interval, stop_rx.clone()));
         }
+        let mut publisher = None;
+        let mode = if let Some(nats) = self.nats {
+            let longest = self
+                .config
+                .issuers
+                .iter()
+                .map(|i| i.max_lifetime)
+                .max()
+                .unwrap_or_default();
+            let follower = StreamFollower::new(
+                nats.client.clone(),
+                &self.config.nats,
+                nats.trusted,
+                Arc::clone(&self.denylist),
+                Arc::clone(&self.freshness),
+                self.changes.clone(),
+                Arc::clone(&self.clock),
+                longest,
+            );
+            tasks.spawn(follower.run(stop_rx.clone()));
+            tasks.spawn(crate::fleet::answer_status_requests(
+                nats.client.clone(),
+                self.config.name.clone(),
+                Arc::clone(&self.freshness),
+                Arc::clone(&self.denylist),
+                stop_rx.clone(),
+            ));
+            publisher = nats.publisher_key.map(|key| {
+                PublisherService::new(
+                    async_nats::jetstream::new(nats.client.clone()),
+                    key,
+                    Arc::clone(&self.clock),
+                    self.config.nats.request_timeout,
+                )
+            });
+            "nats"
+        } else {
+            "standalone"
+        };
         tasks.spawn(maintain_denylist(
             Arc::clone(&self.denylist),
             self.config.denylist.prune_interval,
@@ -235,8 +334,9 @@ impl App {
             Arc::clone(&self.keys),
             ServiceInfo {
                 name: self.config.name.clone(),
-                mode: "standalone",
+                mode,
             },
+            self.changes.clone(),
         );
         let limits = GrpcLimits {
             max_request_bytes: self.config.listen.max_request_bytes,
@@ -245,8 +345,8 @@ impl App {
         let ext_authz = self.config.ext_authz.enabled.then(|| {
             ExtAuthzService::new(Arc::clone(&self.verifier), self.config.ext_authz.clone())
         });
-        let (routes, health) =
-            grpc::routes(service, ext_authz, limits).map_err(|e| AppError::Serve(e.to_string()))?;
+        let (routes, health) = grpc::routes(service, ext_authz, publisher, limits)
+            .map_err(|e| AppError::Serve(e.to_string()))?;
         tasks.spawn(report_health(
             Arc::clone(&self.freshness),
             health,
@@ -349,7 +449,9 @@ fn grpc_server(limits: GrpcLimits) -> tonic::transport::Server {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+/// Completes once `rx` sees `true` (or its sender is gone). A plain future, so it
+/// can sit in a `select!` of a `Send` task.
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
     let _ = rx.wait_for(|s| *s).await;
 }

@@ -91,6 +91,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Envoy / Istio external authorization (`envoy.service.auth.v3.Authorization`).
     pub ext_authz: ExtAuthzConfig,
+    /// NATS JetStream connection, for `denylist.source = "nats"`.
+    pub nats: NatsConfig,
     /// How long SIGTERM waits for in-flight calls before exiting anyway. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -107,6 +109,7 @@ impl Default for Config {
             denylist: DenylistConfig::default(),
             log: LogConfig::default(),
             ext_authz: ExtAuthzConfig::default(),
+            nats: NatsConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             issuers: Vec::new(),
         }
@@ -267,6 +270,135 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             filter: "info".to_owned(),
         }
+    }
+}
+
+/// NATS connection and stream settings (fleet mode).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URLs (`nats://host:4222`, `tls://host:4222`). Required in nats mode.
+    pub servers: Vec<String>,
+    /// JetStream stream name. Default `DENYLIST`.
+    pub stream: String,
+    /// Publisher public keys (base64url, raw Ed25519) whose events are applied.
+    /// Required in nats mode: events signed by anyone else are counted and dropped.
+    pub trusted_publishers: Vec<String>,
+    /// How often the sidecar asks the stream for its last sequence (its heartbeat,
+    /// and how a quiet gap is found). Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Timeout of connecting and of each JetStream request. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Key-value bucket holding denylist snapshots; empty disables snapshots. Default `DENYLIST_SNAPSHOTS`.
+    pub snapshot_bucket: String,
+    /// NATS credentials file (JWT + nkey seed).
+    pub creds_file: Option<PathBuf>,
+    /// File holding an nkey seed.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password file (with `user`): a file, so the secret stays out of the config.
+    pub password_file: Option<PathBuf>,
+    /// File holding a token.
+    pub token_file: Option<PathBuf>,
+    /// CA bundle to verify the servers' certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    pub tls_key_file: Option<PathBuf>,
+    /// Require TLS even for `nats://` URLs.
+    pub tls_required: bool,
+    /// Ed25519 PKCS#8 PEM key; when set, the sidecar serves `denylist.v1.Publisher`.
+    pub publisher_key_file: Option<PathBuf>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            stream: denylist_proto::subjects::DEFAULT_STREAM.to_owned(),
+            trusted_publishers: Vec::new(),
+            heartbeat_interval: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            snapshot_bucket: denylist_proto::subjects::DEFAULT_SNAPSHOT_BUCKET.to_owned(),
+            creds_file: None,
+            nkey_seed_file: None,
+            user: None,
+            password_file: None,
+            token_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+            publisher_key_file: None,
+        }
+    }
+}
+
+impl NatsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.servers.is_empty() {
+            return Err(invalid(
+                "nats.servers",
+                "required when denylist.source = \"nats\"",
+            ));
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            let ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|p| s.starts_with(p));
+            if !ok {
+                return Err(invalid(
+                    format!("nats.servers[{i}]"),
+                    format!("{s:?} must start with nats://, tls://, ws:// or wss://"),
+                ));
+            }
+        }
+        if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
+            return Err(invalid(
+                "nats.stream",
+                "must be a stream name (no . * > or spaces)",
+            ));
+        }
+        if self.trusted_publishers.is_empty() {
+            return Err(invalid(
+                "nats.trusted_publishers",
+                "list at least one publisher public key (denylistctl keygen prints it)",
+            ));
+        }
+        denylist_proto::envelope::TrustedKeys::from_public_keys(&self.trusted_publishers)
+            .map_err(|e| invalid("nats.trusted_publishers", e.to_string()))?;
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            return Err(invalid("nats.heartbeat_interval", "must be at least 100ms"));
+        }
+        if self.request_timeout < Duration::from_millis(100) {
+            return Err(invalid("nats.request_timeout", "must be at least 100ms"));
+        }
+        let auth = [
+            self.creds_file.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.user.is_some() || self.password_file.is_some(),
+            self.token_file.is_some(),
+        ];
+        if auth.iter().filter(|a| **a).count() > 1 {
+            return Err(invalid(
+                "nats",
+                "set at most one of creds_file, nkey_seed_file, user/password_file, token_file",
+            ));
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            return Err(invalid("nats.user", "user and password_file go together"));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "nats.tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -549,6 +681,9 @@ impl Config {
                 "denylist.file",
                 "required when denylist.source = \"file\"",
             ));
+        }
+        if d.source == DenylistSource::Nats {
+            self.nats.validate()?;
         }
         if d.file_poll_interval < Duration::from_millis(10) {
             return Err(invalid(

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use denylist_proto::pb;
+use denylist_proto::pb::Reason;
 use denylist_proto::pb::verifier_server::{Verifier as VerifierApi, VerifierServer};
 use futures::Stream;
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use crate::config::StalenessPolicy;
@@ -40,9 +42,6 @@ pub enum ServiceError {
     /// The request is malformed.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The method is declared but not served by this build.
-    #[error("{0}")]
-    Unimplemented(&'static str),
 }
 
 impl From<ServiceError> for Status {
@@ -51,7 +50,6 @@ impl From<ServiceError> for Status {
         match e {
             ServiceError::NotReady | ServiceError::Stale { .. } => Status::unavailable(msg),
             ServiceError::InvalidArgument(_) => Status::invalid_argument(msg),
-            ServiceError::Unimplemented(_) => Status::unimplemented(msg),
         }
     }
 }
@@ -71,15 +69,23 @@ pub struct VerifierService {
     verifier: Arc<Verifier>,
     keys: Arc<KeyStore>,
     info: ServiceInfo,
+    changes: broadcast::Sender<u64>,
 }
 
 impl VerifierService {
-    /// A service over a verifier and its key store.
-    pub fn new(verifier: Arc<Verifier>, keys: Arc<KeyStore>, info: ServiceInfo) -> Self {
+    /// A service over a verifier and its key store. `changes` carries the sequence
+    /// of every change to the denylist (Watch re-checks on each).
+    pub fn new(
+        verifier: Arc<Verifier>,
+        keys: Arc<KeyStore>,
+        info: ServiceInfo,
+        changes: broadcast::Sender<u64>,
+    ) -> Self {
         Self {
             verifier,
             keys,
             info,
+            changes,
         }
     }
 
@@ -204,12 +210,118 @@ impl VerifierApi for VerifierService {
 
     async fn watch(
         &self,
-        _request: Request<pb::WatchRequest>,
+        request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(ServiceError::Unimplemented(
-            "Watch is served in fleet (NATS) mode, which this build does not include yet",
-        )
-        .into())
+        self.require_ready()?;
+        let target = self.watch_target(request.into_inner()).await?;
+        // Subscribe before the first check, so a revocation applied in between is seen.
+        let mut changes = self.changes.subscribe();
+        let verifier = Arc::clone(&self.verifier);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        // The task ends when the watched target is revoked, when the caller goes away,
+        // or when the sidecar stops (the change channel closes).
+        tokio::spawn(async move {
+            loop {
+                let (revocation, freshness) = verifier.check(&target.facts());
+                if let Some(r) = revocation {
+                    let notice = pb::RevocationNotice {
+                        revocation: Some(revocation_to_proto(&r)),
+                        denylist_sequence: freshness.sequence,
+                    };
+                    let _ = tx.send(Ok(notice)).await;
+                    return;
+                }
+                tokio::select! {
+                    () = tx.closed() => return,
+                    changed = changes.recv() => match changed {
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            let _ = tx.send(Err(Status::unavailable("the sidecar is shutting down"))).await;
+                            return;
+                        }
+                    },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// What a Watch call watches, owned so it can outlive the request.
+#[derive(Debug)]
+struct WatchTarget {
+    issuer: String,
+    jti: Option<String>,
+    subject: Option<String>,
+    session: Option<String>,
+    kid: Option<String>,
+    issued_at: Option<i64>,
+}
+
+impl WatchTarget {
+    fn facts(&self) -> TokenFacts<'_> {
+        TokenFacts {
+            issuer: &self.issuer,
+            jti: self.jti.as_deref(),
+            subject: self.subject.as_deref(),
+            session: self.session.as_deref(),
+            kid: self.kid.as_deref(),
+            issued_at: self.issued_at,
+        }
+    }
+}
+
+impl VerifierService {
+    async fn watch_target(&self, req: pb::WatchRequest) -> Result<WatchTarget, ServiceError> {
+        if !req.token.is_empty() {
+            let token = req.token.strip_prefix("Bearer ").unwrap_or(&req.token);
+            let verdict = self.verifier.verify_with_refetch(token).await;
+            // A revoked token is still watchable: the first notice arrives at once.
+            let Some(t) = verdict.token.filter(|_| {
+                matches!(
+                    verdict.reason,
+                    Reason::Ok | Reason::Revoked | Reason::DenylistStale
+                )
+            }) else {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "the token cannot be watched: {}: {}",
+                    verdict.reason.as_str_name(),
+                    verdict.detail
+                )));
+            };
+            return Ok(WatchTarget {
+                issuer: t.issuer.issuer.clone(),
+                jti: t.claims.jti.clone(),
+                subject: t.claims.sub.clone(),
+                session: t.claims.sid.clone(),
+                kid: t.kid.clone(),
+                issued_at: t.claims.iat,
+            });
+        }
+        if req.issuer.is_empty() || (req.subject.is_empty() && req.session.is_empty()) {
+            return Err(ServiceError::InvalidArgument(
+                "watch a `token`, or an `issuer` with a `subject` or `session`".into(),
+            ));
+        }
+        if [&req.issuer, &req.subject, &req.session]
+            .iter()
+            .any(|v| v.len() > MAX_FIELD_BYTES)
+        {
+            return Err(ServiceError::InvalidArgument(format!(
+                "fields are limited to {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        Ok(WatchTarget {
+            issuer: req.issuer,
+            jti: None,
+            subject: non_empty(&req.subject).map(str::to_owned),
+            session: non_empty(&req.session).map(str::to_owned),
+            kid: None,
+            // Watching a subject means every token of it: no iat, so cut-offs match.
+            issued_at: None,
+        })
     }
 }
 
@@ -305,6 +417,7 @@ pub struct GrpcLimits {
 pub fn routes(
     service: VerifierService,
     ext_authz: Option<crate::ext_authz::ExtAuthzService>,
+    publisher: Option<crate::publisher::PublisherService>,
     limits: GrpcLimits,
 ) -> Result<
     (tonic::service::Routes, tonic_health::server::HealthReporter),
@@ -328,6 +441,9 @@ pub fn routes(
                 // Envoy sends every request header (and optionally the body): allow more.
                 .max_decoding_message_size(limits.max_request_bytes.max(1 << 20)),
         );
+    }
+    if let Some(publisher) = publisher {
+        routes = routes.add_service(publisher.into_server());
     }
     Ok((routes, health_reporter))
 }

@@ -46,7 +46,9 @@ pub enum RevocationsFileError {
         error: EventError,
     },
     /// Two lines carry the same event id.
-    #[error("revocations file {path} line {line}: event id {event_id:?} already used on line {first}")]
+    #[error(
+        "revocations file {path} line {line}: event id {event_id:?} already used on line {first}"
+    )]
     DuplicateId {
         /// The file.
         path: PathBuf,
@@ -102,6 +104,7 @@ pub struct FileSource {
     stamp: Option<Stamp>,
     content_hash: Option<u64>,
     generation: u64,
+    changes: Option<tokio::sync::broadcast::Sender<u64>>,
 }
 
 impl FileSource {
@@ -114,7 +117,14 @@ impl FileSource {
             stamp: None,
             content_hash: None,
             generation: 0,
+            changes: None,
         }
+    }
+
+    /// Sends the new generation on `changes` after every reload (Watch listens).
+    pub fn notify(mut self, changes: tokio::sync::broadcast::Sender<u64>) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Reads the file and, if its content changed and is valid, replaces the
@@ -155,6 +165,10 @@ impl FileSource {
         self.freshness.set_sequence(self.generation);
         self.freshness.mark_heard();
         self.freshness.set_ready();
+        if let Some(changes) = &self.changes {
+            // No receivers is fine: nobody is watching.
+            let _ = changes.send(self.generation);
+        }
         tracing::info!(
             path = %self.path.display(),
             events = events.len(),
@@ -176,10 +190,13 @@ impl FileSource {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             match self.load() {
-                Ok(true) => metrics::counter!("denylist_file_reloads_total", "result" => "ok").increment(1),
+                Ok(true) => {
+                    metrics::counter!("denylist_file_reloads_total", "result" => "ok").increment(1)
+                }
                 Ok(false) => {}
                 Err(e) => {
-                    metrics::counter!("denylist_file_reloads_total", "result" => "error").increment(1);
+                    metrics::counter!("denylist_file_reloads_total", "result" => "error")
+                        .increment(1);
                     tracing::error!(error = %e, "revocations file rejected; the last good set stays in force");
                     // A file that exists but is invalid was still heard from: the last
                     // good rules are in force and the error is loud. A missing or

@@ -17,12 +17,37 @@ fn json_revoke_round_trips_through_proto() {
 fn json_rejects_unknown_fields_and_names_bad_ones() {
     let err = Event::from_json(r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"i","targets":["t"],"tagrets":[]}"#).unwrap_err();
     assert!(matches!(err, EventError::Decode(m) if m.contains("tagrets")));
-    let err = Event::from_json(r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"","targets":["t"]}"#).unwrap_err();
-    assert!(matches!(err, EventError::Invalid { field: "issuer", .. }));
-    let err = Event::from_json(r#"{"event_id":"bad id","action":"lift","targets":["x"]}"#).unwrap_err();
-    assert!(matches!(err, EventError::Invalid { field: "event_id", .. }));
-    let err = Event::from_json(r#"{"event_id":"e","action":"revoke","kind":"issuer","issuer":"i","targets":["t"]}"#).unwrap_err();
-    assert!(matches!(err, EventError::Invalid { field: "targets", .. }));
+    let err = Event::from_json(
+        r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"","targets":["t"]}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        EventError::Invalid {
+            field: "issuer",
+            ..
+        }
+    ));
+    let err =
+        Event::from_json(r#"{"event_id":"bad id","action":"lift","targets":["x"]}"#).unwrap_err();
+    assert!(matches!(
+        err,
+        EventError::Invalid {
+            field: "event_id",
+            ..
+        }
+    ));
+    let err = Event::from_json(
+        r#"{"event_id":"e","action":"revoke","kind":"issuer","issuer":"i","targets":["t"]}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        EventError::Invalid {
+            field: "targets",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -33,7 +58,10 @@ fn proto_rejects_unspecified_action_and_kind() {
     };
     assert!(matches!(
         Event::from_proto(ev.clone()),
-        Err(EventError::Invalid { field: "action", .. })
+        Err(EventError::Invalid {
+            field: "action",
+            ..
+        })
     ));
     let ev = pb::RevocationEvent {
         action: pb::EventAction::Revoke as i32,

@@ -1,0 +1,407 @@
+//! Revocation events: the validated, in-memory form of `denylist.v1.RevocationEvent`,
+//! decoded from protobuf (NATS) or from a JSON line (the standalone revocations file).
+//!
+//! Everything here treats its input as hostile: sizes are bounded, ids are restricted
+//! to characters that are safe in a NATS header, and a bad event is an [`EventError`]
+//! naming the field, never a panic.
+
+use crate::pb;
+use serde::Deserialize;
+
+/// Longest accepted event id (it doubles as the `Nats-Msg-Id` header).
+pub const MAX_EVENT_ID_LEN: usize = 128;
+/// Longest accepted issuer, target, reason or actor string.
+pub const MAX_FIELD_LEN: usize = 1024;
+/// Most targets one event may carry.
+pub const MAX_TARGETS: usize = 10_000;
+
+/// What a revocation rule matches (all kinds are scoped by issuer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// `iss` and `jti` equal.
+    Jti,
+    /// `iss` and `sub` equal and `iat` <= cut-off.
+    Subject,
+    /// `iss` and `sid` equal.
+    Session,
+    /// `iss` and header `kid` equal.
+    Key,
+    /// `iss` equal and `iat` <= cut-off.
+    Issuer,
+}
+
+impl RuleKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Self; 5] = [
+        Self::Jti,
+        Self::Subject,
+        Self::Session,
+        Self::Key,
+        Self::Issuer,
+    ];
+
+    /// Lower-case name, as used in NATS subjects, files and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jti => "jti",
+            Self::Subject => "subject",
+            Self::Session => "session",
+            Self::Key => "key",
+            Self::Issuer => "issuer",
+        }
+    }
+
+    /// Whether rules of this kind compare the token's `iat` with a cut-off.
+    pub fn has_cutoff(self) -> bool {
+        matches!(self, Self::Subject | Self::Issuer)
+    }
+
+    /// Converts from the protobuf enum.
+    pub fn from_proto(kind: pb::RuleKind) -> Option<Self> {
+        match kind {
+            pb::RuleKind::Unspecified => None,
+            pb::RuleKind::Jti => Some(Self::Jti),
+            pb::RuleKind::Subject => Some(Self::Subject),
+            pb::RuleKind::Session => Some(Self::Session),
+            pb::RuleKind::Key => Some(Self::Key),
+            pb::RuleKind::Issuer => Some(Self::Issuer),
+        }
+    }
+
+    /// Converts to the protobuf enum.
+    pub fn to_proto(self) -> pb::RuleKind {
+        match self {
+            Self::Jti => pb::RuleKind::Jti,
+            Self::Subject => pb::RuleKind::Subject,
+            Self::Session => pb::RuleKind::Session,
+            Self::Key => pb::RuleKind::Key,
+            Self::Issuer => pb::RuleKind::Issuer,
+        }
+    }
+}
+
+impl std::fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RuleKind {
+    type Err = EventError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| EventError::invalid("kind", format!("unknown rule kind {s:?}")))
+    }
+}
+
+/// What an event does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Adds one rule per target.
+    Revoke(Revoke),
+    /// Withdraws earlier revocations by event id.
+    Lift {
+        /// Ids of the events to withdraw.
+        event_ids: Vec<String>,
+    },
+}
+
+/// The rules a revocation event adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoke {
+    /// Rule kind.
+    pub kind: RuleKind,
+    /// Exact `iss`.
+    pub issuer: String,
+    /// jti / sub / sid / kid values; empty for [`RuleKind::Issuer`] (which has exactly one rule).
+    pub targets: Vec<String>,
+    /// Unix seconds; tokens with `iat` <= cut-off match subject and issuer rules.
+    pub cutoff: i64,
+    /// Unix seconds after which the rules may be dropped; `None` derives it from the
+    /// issuer's maximum token lifetime (key rules: kept until lifted).
+    pub expires_at: Option<i64>,
+}
+
+/// A validated revocation event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Unique, stable id.
+    pub event_id: String,
+    /// What the event does.
+    pub action: Action,
+    /// Free text for callers.
+    pub reason: String,
+    /// Who published it.
+    pub actor: String,
+    /// Unix milliseconds of creation.
+    pub created_at_ms: i64,
+}
+
+/// Why an event was rejected. Names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The bytes are not an event at all.
+    #[error("cannot decode event: {0}")]
+    Decode(String),
+    /// A field is missing or out of bounds.
+    #[error("field `{field}`: {message}")]
+    Invalid {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl EventError {
+    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks that an event id is non-empty, bounded and header-safe.
+pub fn validate_event_id(field: &'static str, id: &str) -> Result<(), EventError> {
+    if id.is_empty() {
+        return Err(EventError::invalid(field, "must not be empty"));
+    }
+    if id.len() > MAX_EVENT_ID_LEN {
+        return Err(EventError::invalid(
+            field,
+            format!("longer than {MAX_EVENT_ID_LEN} bytes"),
+        ));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(EventError::invalid(
+            field,
+            "may hold only ASCII letters, digits and - _ . :",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_text(field: &'static str, s: &str, required: bool) -> Result<(), EventError> {
+    if required && s.is_empty() {
+        return Err(EventError::invalid(field, "must not be empty"));
+    }
+    if s.len() > MAX_FIELD_LEN {
+        return Err(EventError::invalid(
+            field,
+            format!("longer than {MAX_FIELD_LEN} bytes"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(EventError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+impl Event {
+    /// Validates an event assembled in memory (all constructors end here).
+    pub fn validate(&self) -> Result<(), EventError> {
+        validate_event_id("event_id", &self.event_id)?;
+        validate_text("reason", &self.reason, false)?;
+        validate_text("actor", &self.actor, false)?;
+        if self.created_at_ms < 0 {
+            return Err(EventError::invalid("created_at_ms", "must not be negative"));
+        }
+        match &self.action {
+            Action::Lift { event_ids } => {
+                if event_ids.is_empty() {
+                    return Err(EventError::invalid(
+                        "targets",
+                        "a lift names at least one event id",
+                    ));
+                }
+                if event_ids.len() > MAX_TARGETS {
+                    return Err(EventError::invalid(
+                        "targets",
+                        format!("more than {MAX_TARGETS}"),
+                    ));
+                }
+                for id in event_ids {
+                    validate_event_id("targets", id)?;
+                }
+            }
+            Action::Revoke(r) => {
+                validate_text("issuer", &r.issuer, true)?;
+                if r.cutoff < 0 {
+                    return Err(EventError::invalid("cutoff", "must not be negative"));
+                }
+                if matches!(r.expires_at, Some(e) if e <= 0) {
+                    return Err(EventError::invalid("expires_at", "must be positive"));
+                }
+                if r.kind == RuleKind::Issuer {
+                    if !r.targets.is_empty() {
+                        return Err(EventError::invalid(
+                            "targets",
+                            "an issuer revocation takes no targets",
+                        ));
+                    }
+                } else {
+                    if r.targets.is_empty() {
+                        return Err(EventError::invalid(
+                            "targets",
+                            format!("a {} revocation names at least one target", r.kind),
+                        ));
+                    }
+                    if r.targets.len() > MAX_TARGETS {
+                        return Err(EventError::invalid(
+                            "targets",
+                            format!("more than {MAX_TARGETS}"),
+                        ));
+                    }
+                    for t in &r.targets {
+                        validate_text("targets", t, true)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and validates an event from its protobuf form. A zero `cutoff` on a
+    /// subject or issuer rule means the creation time.
+    pub fn from_proto(ev: pb::RevocationEvent) -> Result<Self, EventError> {
+        let action = match pb::EventAction::try_from(ev.action) {
+            Ok(pb::EventAction::Revoke) => {
+                let kind = pb::RuleKind::try_from(ev.kind)
+                    .ok()
+                    .and_then(RuleKind::from_proto)
+                    .ok_or_else(|| EventError::invalid("kind", "unknown or unspecified"))?;
+                let cutoff = if ev.cutoff == 0 && kind.has_cutoff() {
+                    ev.created_at_ms.div_euclid(1000)
+                } else {
+                    ev.cutoff
+                };
+                Action::Revoke(Revoke {
+                    kind,
+                    issuer: ev.issuer,
+                    targets: ev.targets,
+                    cutoff,
+                    expires_at: (ev.expires_at != 0).then_some(ev.expires_at),
+                })
+            }
+            Ok(pb::EventAction::Lift) => Action::Lift {
+                event_ids: ev.targets,
+            },
+            _ => return Err(EventError::invalid("action", "unknown or unspecified")),
+        };
+        let event = Self {
+            event_id: ev.event_id,
+            action,
+            reason: ev.reason,
+            actor: ev.actor,
+            created_at_ms: ev.created_at_ms,
+        };
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// The protobuf form of this event.
+    pub fn to_proto(&self) -> pb::RevocationEvent {
+        let mut ev = pb::RevocationEvent {
+            event_id: self.event_id.clone(),
+            reason: self.reason.clone(),
+            actor: self.actor.clone(),
+            created_at_ms: self.created_at_ms,
+            ..Default::default()
+        };
+        match &self.action {
+            Action::Revoke(r) => {
+                ev.action = pb::EventAction::Revoke as i32;
+                ev.kind = r.kind.to_proto() as i32;
+                ev.issuer.clone_from(&r.issuer);
+                ev.targets.clone_from(&r.targets);
+                ev.cutoff = r.cutoff;
+                ev.expires_at = r.expires_at.unwrap_or(0);
+            }
+            Action::Lift { event_ids } => {
+                ev.action = pb::EventAction::Lift as i32;
+                ev.targets.clone_from(event_ids);
+            }
+        }
+        ev
+    }
+
+    /// Decodes and validates one JSON line of a revocations file (see
+    /// `docs/EVENTS.md`): the JSON form of `RevocationEvent`, with `action` and
+    /// `kind` as lower-case names. Unknown fields are an error, so a typo is caught.
+    pub fn from_json(line: &str) -> Result<Self, EventError> {
+        let raw: JsonEvent =
+            serde_json::from_str(line).map_err(|e| EventError::Decode(e.to_string()))?;
+        let action = match raw.action {
+            JsonAction::Revoke => {
+                let kind = raw
+                    .kind
+                    .ok_or_else(|| EventError::invalid("kind", "required for a revocation"))?;
+                let cutoff = match raw.cutoff {
+                    Some(c) => c,
+                    None if kind.has_cutoff() => raw.created_at_ms.div_euclid(1000),
+                    None => 0,
+                };
+                Action::Revoke(Revoke {
+                    kind,
+                    issuer: raw.issuer,
+                    targets: raw.targets,
+                    cutoff,
+                    expires_at: raw.expires_at,
+                })
+            }
+            JsonAction::Lift => Action::Lift {
+                event_ids: raw.targets,
+            },
+        };
+        let event = Self {
+            event_id: raw.event_id,
+            action,
+            reason: raw.reason,
+            actor: raw.actor,
+            created_at_ms: raw.created_at_ms,
+        };
+        event.validate()?;
+        Ok(event)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum JsonAction {
+    Revoke,
+    Lift,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEvent {
+    event_id: String,
+    action: JsonAction,
+    #[serde(default)]
+    kind: Option<RuleKind>,
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    cutoff: Option<i64>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    created_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,336 @@
+//! Fleet mode: following the revocation stream on NATS JetStream.
+//!
+//! A [`StreamFollower`] keeps the denylist equal to the stream, in order, without
+//! gaps:
+//!
+//! 1. It subscribes to the live subject first (core NATS: the stream republishes
+//!    every stored event there with its stream sequence in a header), so nothing
+//!    published during catch-up is missed.
+//! 2. It catches up from the last applied sequence + 1 with an ephemeral ordered
+//!    JetStream consumer, up to the stream's last sequence; the readiness latch is
+//!    released the first time that completes.
+//! 3. It then applies live messages in sequence order. A sequence that skips ahead
+//!    (a message lost while disconnected, a slow-consumer drop) triggers another
+//!    catch-up from the last applied sequence; so does a heartbeat that finds the
+//!    stream ahead of us. No revocation is ever skipped.
+//!
+//! The heartbeat (stream info every `heartbeat_interval`) is also what "heard from"
+//! means for staleness: a sidecar that cannot reach the stream turns stale.
+//! Events are applied only if signed by a trusted publisher; anything else is
+//! logged with its sequence, counted, and skipped — never applied, never fatal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use denylist_proto::envelope::TrustedKeys;
+use denylist_proto::subjects;
+use futures::StreamExt as _;
+use tokio::sync::{broadcast, watch};
+
+use crate::clock::SharedClock;
+use crate::config::NatsConfig;
+use crate::denylist::Denylist;
+use crate::freshness::Freshness;
+
+/// Why the follower could not make progress (all are retried).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Connecting or configuring the connection failed.
+    #[error("NATS connection: {0}")]
+    Connect(String),
+    /// A JetStream request failed.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    /// A JetStream request did not answer in time.
+    #[error("JetStream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Connects to NATS with the configured authentication and TLS. Connection is
+/// retried in the background, so this returns even while NATS is down; the
+/// follower then reports the failures and the sidecar stays not ready.
+pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Client, SyncError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| SyncError::Connect(format!("{}: {e}", path.display())))
+    };
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("denylist-sidecar/{name}"))
+        .retry_on_initial_connect()
+        .connection_timeout(config.request_timeout)
+        .request_timeout(Some(config.request_timeout))
+        .require_tls(config.tls_required)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+    if let Some(path) = &config.creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| SyncError::Connect(format!("{}: {e}", path.display())))?;
+    }
+    if let Some(path) = &config.nkey_seed_file {
+        options = options.nkey(read(path)?);
+    }
+    if let (Some(user), Some(path)) = (&config.user, &config.password_file) {
+        options = options.user_and_password(user.clone(), read(path)?);
+    }
+    if let Some(path) = &config.token_file {
+        options = options.token(read(path)?);
+    }
+    if let Some(path) = &config.tls_ca_file {
+        options = options.add_root_certificates(path.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    options
+        .connect(config.servers.join(","))
+        .await
+        .map_err(|e| SyncError::Connect(e.to_string()))
+}
+
+/// Keeps the denylist in step with the stream. See the module docs.
+#[derive(Debug)]
+pub struct StreamFollower {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    stream: String,
+    trusted: TrustedKeys,
+    denylist: Arc<Denylist>,
+    freshness: Arc<Freshness>,
+    changes: broadcast::Sender<u64>,
+    clock: SharedClock,
+    heartbeat: Duration,
+    timeout: Duration,
+    longest_lifetime: Duration,
+    applied: u64,
+    warned_max_age: bool,
+}
+
+impl StreamFollower {
+    /// A follower over a connected client. `changes` receives the sequence of every
+    /// applied event (Watch listens to it). `longest_lifetime` is the longest
+    /// `max_lifetime` of any issuer: the stream must keep events at least that long.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: async_nats::Client,
+        config: &NatsConfig,
+        trusted: TrustedKeys,
+        denylist: Arc<Denylist>,
+        freshness: Arc<Freshness>,
+        changes: broadcast::Sender<u64>,
+        clock: SharedClock,
+        longest_lifetime: Duration,
+    ) -> Self {
+        Self {
+            js: async_nats::jetstream::new(client.clone()),
+            client,
+            stream: config.stream.clone(),
+            trusted,
+            denylist,
+            freshness,
+            changes,
+            clock,
+            heartbeat: config.heartbeat_interval,
+            timeout: config.request_timeout,
+            longest_lifetime,
+            applied: 0,
+            warned_max_age: false,
+        }
+    }
+
+    /// Follows the stream until `shutdown` turns true.
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
+        let mut live: Option<async_nats::Subscriber> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if live.is_none() {
+                match self.client.subscribe(subjects::LIVE_WILDCARD).await {
+                    Ok(s) => live = Some(s),
+                    Err(e) => tracing::warn!(error = %e, "cannot subscribe to live revocations"),
+                }
+            }
+            match self.catch_up().await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    self.freshness.set_ready();
+                }
+                Err(e) => {
+                    metrics::counter!("denylist_sync_errors_total").increment(1);
+                    tracing::warn!(error = %e, applied = self.applied, retry_in = ?backoff, "cannot catch up with the revocation stream");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = crate::app::stopped(shutdown.clone()) => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            let Some(sub) = live.as_mut() else { continue };
+            let mut ticker = tokio::time::interval(self.heartbeat);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            // Follow live traffic until a gap, a lost subscription or shutdown.
+            loop {
+                tokio::select! {
+                    () = crate::app::stopped(shutdown.clone()) => return,
+                    message = sub.next() => {
+                        let Some(message) = message else {
+                            live = None;
+                            break;
+                        };
+                        match live_sequence(&message) {
+                            Some(seq) if seq <= self.applied => {}
+                            Some(seq) if seq == self.applied + 1 => {
+                                self.apply(seq, &message.payload);
+                                self.freshness.mark_heard();
+                            }
+                            Some(seq) => {
+                                tracing::info!(applied = self.applied, seen = seq, "gap in live revocations; catching up");
+                                metrics::counter!("denylist_sync_gaps_total").increment(1);
+                                break;
+                            }
+                            None => tracing::warn!(subject = %message.subject, "live message without a stream sequence; ignored"),
+                        }
+                    }
+                    _ = ticker.tick() => {
+                        match self.last_sequence().await {
+                            Ok(last) if last > self.applied => {
+                                tracing::info!(applied = self.applied, last, "stream is ahead; catching up");
+                                break;
+                            }
+                            Ok(_) => self.freshness.mark_heard(),
+                            Err(e) => tracing::warn!(error = %e, "revocation stream heartbeat failed"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn with_timeout<T, E: std::fmt::Display>(
+        &self,
+        f: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, SyncError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .map_err(|_| SyncError::Timeout(self.timeout))?
+            .map_err(|e| SyncError::JetStream(e.to_string()))
+    }
+
+    async fn stream_info(&self) -> Result<async_nats::jetstream::stream::Info, SyncError> {
+        let stream = self.with_timeout(self.js.get_stream(&self.stream)).await?;
+        self.with_timeout(stream.get_info()).await
+    }
+
+    async fn last_sequence(&mut self) -> Result<u64, SyncError> {
+        Ok(self.stream_info().await?.state.last_sequence)
+    }
+
+    /// Applies every stored event after the last applied one, up to the stream's
+    /// last sequence as of the start of the call.
+    async fn catch_up(&mut self) -> Result<(), SyncError> {
+        let info = self.stream_info().await?;
+        self.freshness.mark_heard();
+        if !self.warned_max_age
+            && !info.config.max_age.is_zero()
+            && info.config.max_age < self.longest_lifetime
+        {
+            tracing::warn!(
+                max_age = ?info.config.max_age,
+                longest_token_lifetime = ?self.longest_lifetime,
+                "the stream's max_age is shorter than the longest token lifetime: revocations may expire from the stream while their tokens are still valid"
+            );
+            self.warned_max_age = true;
+        }
+        let last = info.state.last_sequence;
+        if last <= self.applied {
+            return Ok(());
+        }
+        // Events older than the stream's first sequence have aged out (max_age); their
+        // rules can no longer match a live token.
+        let start = (self.applied + 1).max(info.state.first_sequence.max(1));
+        let stream = self.with_timeout(self.js.get_stream(&self.stream)).await?;
+        let consumer = self
+            .with_timeout(stream.create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..OrderedConfig::default()
+            }))
+            .await?;
+        let mut messages = self.with_timeout(consumer.messages()).await?;
+        let started = std::time::Instant::now();
+        let from = self.applied;
+        while self.applied < last {
+            let message = tokio::time::timeout(self.timeout, messages.next())
+                .await
+                .map_err(|_| SyncError::Timeout(self.timeout))?
+                .ok_or_else(|| SyncError::JetStream("catch-up consumer ended".into()))?
+                .map_err(|e| SyncError::JetStream(e.to_string()))?;
+            let seq = message
+                .info()
+                .map_err(|e| SyncError::JetStream(e.to_string()))?
+                .stream_sequence;
+            if seq <= self.applied {
+                continue;
+            }
+            self.apply(seq, &message.payload);
+            if seq % 10_000 == 0 {
+                self.freshness.mark_heard();
+            }
+        }
+        self.freshness.mark_heard();
+        tracing::info!(from, to = self.applied, elapsed = ?started.elapsed(), "caught up with the revocation stream");
+        Ok(())
+    }
+
+    /// Applies one stored message. A rejected event is skipped (its sequence still
+    /// counts as processed): it was never valid, so nothing is lost.
+    fn apply(&mut self, seq: u64, payload: &[u8]) {
+        match self.trusted.open(payload) {
+            Ok(event) => {
+                let applied = self.denylist.apply(&event);
+                let lag_ms = self.clock.now_ms() - event.created_at_ms;
+                if lag_ms >= 0 {
+                    metrics::histogram!("denylist_publish_to_apply_seconds")
+                        .record(lag_ms as f64 / 1000.0);
+                }
+                metrics::counter!("denylist_events_applied_total").increment(1);
+                tracing::debug!(seq, event_id = %event.event_id, ?applied, "revocation event applied");
+            }
+            Err(e) => {
+                metrics::counter!("denylist_events_rejected_total").increment(1);
+                tracing::warn!(seq, error = %e, "revocation event rejected: not applied");
+            }
+        }
+        self.applied = seq;
+        self.freshness.set_sequence(seq);
+        // No receivers is fine: nobody is watching.
+        let _ = self.changes.send(seq);
+    }
+}
+
+/// The stream sequence a republished message carries.
+fn live_sequence(message: &async_nats::Message) -> Option<u64> {
+    message
+        .headers
+        .as_ref()?
+        .get(subjects::HEADER_SEQUENCE)?
+        .as_str()
+        .parse()
+        .ok()
+}
