@@ -150,15 +150,8 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
             "empty header or payload segment",
         ));
     }
-    if signature_b64.is_empty() {
-        return Err(Rejection::new(
-            Reason::BadSignature,
-            "the signature is empty",
-        ));
-    }
-
     let header_json = decode_b64(header_b64, "header")?;
-    check_depth(&header_json, "header")?;
+    check_json_object(&header_json, "header")?;
     let header: RawHeader<'_> = serde_json::from_slice(&header_json).map_err(|e| {
         Rejection::with(Reason::Malformed, format!("header is not valid JSON: {e}"))
     })?;
@@ -212,6 +205,13 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         )
     })?;
     let kid = header.kid.map(Cow::into_owned);
+    // Checked only now, so that an unsigned `alg: none` token gets its own reason.
+    if signature_b64.is_empty() {
+        return Err(Rejection::new(
+            Reason::BadSignature,
+            "the signature is empty",
+        ));
+    }
 
     let mut signature = SignatureBytes {
         buf: [0; MAX_SIGNATURE_LEN],
@@ -240,6 +240,25 @@ fn decode_b64(segment: &str, what: &'static str) -> Result<Vec<u8>, Rejection> {
     URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| Rejection::with(Reason::Malformed, format!("{what} is not base64url")))
+}
+
+/// The checks a header or payload passes before it is parsed: valid UTF-8 (serde
+/// skips unread strings without checking them), an object (serde's derived structs
+/// also accept arrays), and nesting within [`MAX_JSON_DEPTH`].
+fn check_json_object(json: &[u8], what: &'static str) -> Result<(), Rejection> {
+    if std::str::from_utf8(json).is_err() {
+        return Err(Rejection::with(
+            Reason::Malformed,
+            format!("{what} is not valid UTF-8"),
+        ));
+    }
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Rejection::with(
+            Reason::Malformed,
+            format!("{what} is not a JSON object"),
+        ));
+    }
+    check_depth(json, what)
 }
 
 /// Rejects JSON nested deeper than [`MAX_JSON_DEPTH`]. A linear scan that skips
@@ -289,6 +308,7 @@ pub fn peek_issuer(payload_b64: &str) -> Option<String> {
         iss: Option<String>,
     }
     let bytes = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
+    check_json_object(&bytes, "payload").ok()?;
     serde_json::from_slice::<IssOnly>(&bytes).ok()?.iss
 }
 
@@ -318,13 +338,7 @@ pub struct RegisteredClaims {
 /// duplicate keys and non-objects are [`Reason::Malformed`].
 pub fn parse_claims(payload_b64: &str) -> Result<(RegisteredClaims, Vec<u8>), Rejection> {
     let payload = decode_b64(payload_b64, "payload")?;
-    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Rejection::new(
-            Reason::Malformed,
-            "payload is not a JSON object",
-        ));
-    }
-    check_depth(&payload, "payload")?;
+    check_json_object(&payload, "payload")?;
     let claims = serde_json::from_slice::<ClaimsDoc>(&payload)
         .map_err(|e| {
             let reason = if e.classify() == serde_json::error::Category::Data

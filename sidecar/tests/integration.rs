@@ -12,6 +12,8 @@
 // The crate root is `tests/integration.rs`, so its modules live in `tests/integration/`.
 #[path = "integration/binary.rs"]
 mod binary;
+#[path = "integration/ext_authz.rs"]
+mod ext_authz;
 #[path = "integration/harness.rs"]
 mod harness;
 #[path = "integration/hostile.rs"]

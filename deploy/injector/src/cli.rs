@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::quantity::Quantity;
-use crate::settings::{InjectionSettings, SettingsError, SidecarResources, parse_optional_quantity};
+use crate::settings::{
+    InjectionSettings, SettingsError, SidecarResources, parse_optional_quantity,
+};
 
 /// Environment variables the injector reads (flags override them).
 pub mod env {
@@ -66,7 +68,7 @@ pub struct Args {
     #[arg(long, env = env::TLS_KEY, default_value = "/etc/denylist-injector/tls/tls.key")]
     pub tls_key: PathBuf,
     /// How often the certificate and key files are checked for changes.
-    #[arg(long, env = env::CERT_RELOAD_INTERVAL, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = env::CERT_RELOAD_INTERVAL, default_value = "10s", value_parser = positive_duration)]
     pub cert_reload_interval: Duration,
     /// Sidecar image (per pod: annotation `denylist.dev/image`).
     #[arg(long, env = env::IMAGE)]
@@ -118,16 +120,29 @@ pub struct Args {
     pub log_format: String,
 }
 
+/// A humantime duration above zero (`10s`, `1m`).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be above zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Args {
     /// Builds and validates the injection settings. `own_namespace` is added to the
     /// excluded namespaces.
-    pub fn settings(&self, own_namespace: Option<&str>) -> Result<InjectionSettings, SettingsError> {
-        let quantity = |field: &'static str, value: &str| -> Result<Option<Quantity>, SettingsError> {
-            parse_optional_quantity(value).map_err(|e| SettingsError::Invalid {
-                field,
-                message: e.to_string(),
-            })
-        };
+    pub fn settings(
+        &self,
+        own_namespace: Option<&str>,
+    ) -> Result<InjectionSettings, SettingsError> {
+        let quantity =
+            |field: &'static str, value: &str| -> Result<Option<Quantity>, SettingsError> {
+                parse_optional_quantity(value).map_err(|e| SettingsError::Invalid {
+                    field,
+                    message: e.to_string(),
+                })
+            };
         let mut excluded: std::collections::BTreeSet<String> = self
             .exclude_namespaces
             .iter()
@@ -154,3 +169,6 @@ impl Args {
         Ok(settings)
     }
 }
+
+#[cfg(test)]
+mod tests;

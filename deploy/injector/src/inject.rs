@@ -177,7 +177,10 @@ pub fn decide(
     // ask for us is allowed even if its spec is something our types cannot read.
     let empty = BTreeMap::new();
     let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
-    match (annotations.get(ANNOTATION_INJECT).map(String::as_str), opt_in) {
+    match (
+        annotations.get(ANNOTATION_INJECT).map(String::as_str),
+        opt_in,
+    ) {
         (Some("false"), _) => return Ok(Decision::Skip(SkipReason::OptedOut)),
         (Some("true"), _) | (None, OptIn::Namespace) => {}
         (None, OptIn::PodAnnotation) => return Ok(Decision::Skip(SkipReason::NotRequested)),
@@ -261,7 +264,11 @@ fn overrides(
 }
 
 /// Checks that the pod can take the sidecar, then builds the patch.
-fn plan(settings: &InjectionSettings, annotations: &BTreeMap<String, String>, pod: &Pod) -> Decision {
+fn plan(
+    settings: &InjectionSettings,
+    annotations: &BTreeMap<String, String>,
+    pod: &Pod,
+) -> Decision {
     let Some(spec) = &pod.spec else {
         return deny(DenyReason::InvalidPod, "pod has no spec");
     };
@@ -356,7 +363,10 @@ fn plan(settings: &InjectionSettings, annotations: &BTreeMap<String, String>, po
                      {admin_port} {SIDECAR_ADMIN_PORT_NAME}); containers of a pod share one network namespace",
                     c.name,
                     p.container_port,
-                    p.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+                    p.name
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
                 ),
             );
         }
@@ -394,7 +404,12 @@ fn plan(settings: &InjectionSettings, annotations: &BTreeMap<String, String>, po
         }
     }
     let volumes = sidecar_volumes(&sidecar).iter().map(to_value).collect();
-    append(&mut ops, &["spec", "volumes"], spec.volumes.is_some(), volumes);
+    append(
+        &mut ops,
+        &["spec", "volumes"],
+        spec.volumes.is_some(),
+        volumes,
+    );
     let container = to_value(&sidecar_container(settings, &sidecar));
     // The sidecar goes first: a native sidecar must start before the init containers that
     // use its socket, and a legacy one should at least be started before the app.
@@ -422,7 +437,11 @@ fn plan(settings: &InjectionSettings, annotations: &BTreeMap<String, String>, po
         {
             new_annotations.push((ANNOTATION_DEFAULT_CONTAINER, Value::from(app.name.clone())));
         }
-        if spec.restart_policy.as_deref().is_some_and(|p| p != "Always") {
+        if spec
+            .restart_policy
+            .as_deref()
+            .is_some_and(|p| p != "Always")
+        {
             warnings.push(
                 "legacy sidecar mode: the sidecar keeps running after the app exits, so this pod will not \
                  complete; use native sidecars (Kubernetes 1.29+) for Jobs"
@@ -552,7 +571,10 @@ fn sidecar_container(settings: &InjectionSettings, sidecar: &PodSidecar) -> Cont
     let quantities = |pairs: [(&str, &Option<Quantity>); 2]| {
         let map: BTreeMap<String, K8sQuantity> = pairs
             .into_iter()
-            .filter_map(|(k, q)| q.as_ref().map(|q| (k.to_owned(), K8sQuantity(q.to_string()))))
+            .filter_map(|(k, q)| {
+                q.as_ref()
+                    .map(|q| (k.to_owned(), K8sQuantity(q.to_string())))
+            })
             .collect();
         (!map.is_empty()).then_some(map)
     };
@@ -582,6 +604,8 @@ fn sidecar_container(settings: &InjectionSettings, sidecar: &PodSidecar) -> Cont
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(sidecar.image.clone()),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
+        // Explicit, so the container does not depend on the image's entrypoint.
+        command: Some(vec![SIDECAR_COMMAND.to_owned()]),
         args: Some(vec!["--config".to_owned(), CONFIG_FILE.to_owned()]),
         env: Some(vec![
             env_value(ENV_SOCKET, SOCKET_PATH),

@@ -26,7 +26,8 @@ async fn main() -> anyhow::Result<()> {
         .settings(own_namespace.as_deref())
         .context("invalid configuration")?;
     let resolver = Arc::new(
-        ReloadingCertResolver::load(&args.tls_cert, &args.tls_key).context("cannot load the TLS certificate")?,
+        ReloadingCertResolver::load(&args.tls_cert, &args.tls_key)
+            .context("cannot load the TLS certificate")?,
     );
     let metrics = Arc::new(InjectorMetrics::new());
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -81,7 +81,11 @@ impl InjectorMetrics {
         let recorder: PrometheusRecorder = PrometheusBuilder::new().build_recorder();
         let meta = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
         let describe = |name: &'static str, help: &'static str| {
-            recorder.describe_counter(name.into(), Some(Unit::Count), SharedString::const_str(help));
+            recorder.describe_counter(
+                name.into(),
+                Some(Unit::Count),
+                SharedString::const_str(help),
+            );
         };
         describe(
             "denylist_injector_injections_total",
@@ -110,8 +114,10 @@ impl InjectorMetrics {
             )
         };
         Self {
-            injections: recorder
-                .register_counter(&Key::from_static_name("denylist_injector_injections_total"), &meta),
+            injections: recorder.register_counter(
+                &Key::from_static_name("denylist_injector_injections_total"),
+                &meta,
+            ),
             skips: SKIPS
                 .iter()
                 .map(|r| labelled("denylist_injector_skips_total", "reason", r.as_str()))
@@ -124,8 +130,10 @@ impl InjectorMetrics {
                 .iter()
                 .map(|k| labelled("denylist_injector_errors_total", "kind", k.as_str()))
                 .collect(),
-            cert_reloads: recorder
-                .register_counter(&Key::from_static_name("denylist_injector_cert_reloads_total"), &meta),
+            cert_reloads: recorder.register_counter(
+                &Key::from_static_name("denylist_injector_cert_reloads_total"),
+                &meta,
+            ),
             handle: recorder.handle(),
         }
     }
@@ -143,7 +151,10 @@ impl InjectorMetrics {
 
     /// Counts a denied pod.
     pub fn denied(&self, reason: DenyReason) {
-        let i = DENIALS.iter().position(|r| *r == reason).unwrap_or_default();
+        let i = DENIALS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or_default();
         self.denials[i].increment(1);
     }
 

@@ -35,6 +35,8 @@ pub const NAMESPACE_LABEL_ENABLED: &str = "enabled";
 
 /// Name of the injected sidecar container.
 pub const SIDECAR_CONTAINER: &str = "denylist-sidecar";
+/// The sidecar binary in the image (`/usr/local/bin/denylist-sidecar`, on `PATH`).
+pub const SIDECAR_COMMAND: &str = "denylist-sidecar";
 /// Volume holding the sidecar's Unix socket, shared with the app containers.
 pub const VOLUME_SOCKET: &str = "denylist-socket";
 /// Volume holding the sidecar's config (from a ConfigMap).

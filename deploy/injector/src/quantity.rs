@@ -94,9 +94,14 @@ impl Quantity {
             .checked_add(9)
             .and_then(|s| s.checked_sub(frac_len))
             .ok_or_else(too_large)?;
-        let mut nanos = mantissa.checked_shl(pow2).filter(|v| v >> pow2 == mantissa).ok_or_else(too_large)?;
+        let mut nanos = mantissa
+            .checked_shl(pow2)
+            .filter(|v| v >> pow2 == mantissa)
+            .ok_or_else(too_large)?;
         if scale >= 0 {
-            let factor = 10u128.checked_pow(scale.unsigned_abs()).ok_or_else(too_large)?;
+            let factor = 10u128
+                .checked_pow(scale.unsigned_abs())
+                .ok_or_else(too_large)?;
             nanos = nanos.checked_mul(factor).ok_or_else(too_large)?;
         } else {
             // Below a nano-unit the API server rounds up; so do we.

@@ -104,7 +104,9 @@ impl App {
             Ok(r) => r,
             Err(e) => return self.bad_request(format!("malformed AdmissionReview: {e}")),
         };
-        if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        if review.types.api_version != "admission.k8s.io/v1"
+            || review.types.kind != "AdmissionReview"
+        {
             return self.bad_request(format!(
                 "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got {:?} {:?}",
                 review.types.api_version, review.types.kind
@@ -141,7 +143,8 @@ impl App {
                     Err(e) => {
                         self.metrics.error(ErrorKind::Internal);
                         tracing::error!(uid = %request.uid, error = %e, "cannot serialise the patch");
-                        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+                        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+                            .into_response();
                     }
                 };
                 if !injection.warnings.is_empty() {
@@ -244,7 +247,11 @@ pub async fn run(
         }
     }
     drop(listener);
-    tracing::info!(open = connections.len(), ?grace, "shutting down: draining connections");
+    tracing::info!(
+        open = connections.len(),
+        ?grace,
+        "shutting down: draining connections"
+    );
     let drain = async {
         graceful.shutdown().await;
         while connections.join_next().await.is_some() {}
@@ -259,7 +266,10 @@ pub async fn run(
         // Connections that finished just before the abort are not counted.
         aborted += usize::from(result.is_err_and(|e| e.is_cancelled()));
     }
-    tracing::warn!(aborted, "grace period ended before every connection finished; aborted them");
+    tracing::warn!(
+        aborted,
+        "grace period ended before every connection finished; aborted them"
+    );
     Drained::DeadlineExceeded { aborted }
 }
 

@@ -150,7 +150,10 @@ impl InjectionSettings {
         if !["Always", "IfNotPresent", "Never"].contains(&self.image_pull_policy.as_str()) {
             return Err(invalid(
                 "image_pull_policy",
-                format!("{:?} is not Always, IfNotPresent or Never", self.image_pull_policy),
+                format!(
+                    "{:?} is not Always, IfNotPresent or Never",
+                    self.image_pull_policy
+                ),
             ));
         }
         validate_object_name(&self.config_map).map_err(|m| invalid("config_map", m))?;
@@ -163,7 +166,8 @@ impl InjectionSettings {
                 "must not be loopback: the kubelet probes the admin port on the pod IP",
             ));
         }
-        if [crate::names::SIDECAR_GRPC_PORT, 0].contains(&i32::from(self.sidecar_admin_addr.port())) {
+        if [crate::names::SIDECAR_GRPC_PORT, 0].contains(&i32::from(self.sidecar_admin_addr.port()))
+        {
             return Err(invalid(
                 "sidecar_admin_addr",
                 "port must be set and differ from the sidecar's gRPC port 50151",
@@ -195,7 +199,9 @@ pub fn validate_image(image: &str) -> Result<(), String> {
         return Err("is longer than 1024 characters".to_owned());
     }
     if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{image:?} contains whitespace or control characters"));
+        return Err(format!(
+            "{image:?} contains whitespace or control characters"
+        ));
     }
     Ok(())
 }

@@ -115,7 +115,13 @@ impl ReloadingCertResolver {
         if loaded.0 == cert_pem && loaded.1 == key_pem {
             return Ok(false);
         }
-        let key = parse_pair(&self.provider, &self.cert_path, &cert_pem, &self.key_path, &key_pem)?;
+        let key = parse_pair(
+            &self.provider,
+            &self.cert_path,
+            &cert_pem,
+            &self.key_path,
+            &key_pem,
+        )?;
         self.current.store(Arc::new(key));
         *loaded = (cert_pem, key_pem);
         Ok(true)

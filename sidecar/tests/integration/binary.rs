@@ -72,7 +72,9 @@ fn write_config(dir: &Path, issuer_lines: &str, pem_path: &Path) -> std::path::P
 
 /// Runs the binary to completion (bounded) and returns its output.
 async fn run_to_exit(config: &Path, dir: &Path) -> Output {
-    let child = sidecar_command(config, dir).spawn().expect("spawn denylist-sidecar");
+    let child = sidecar_command(config, dir)
+        .spawn()
+        .expect("spawn denylist-sidecar");
     within("denylist-sidecar to exit", child.wait_with_output())
         .await
         .expect("wait for denylist-sidecar")
@@ -91,22 +93,47 @@ async fn mixed_hmac_and_public_key_algorithms_exit_nonzero_naming_field_and_file
     let config = write_config(dir.path(), "algorithms = [\"ES256\", \"HS256\"]", &pem);
     let out = run_to_exit(&config, dir.path()).await;
     let stderr = plain(&out.stderr);
-    assert!(!out.status.success(), "must exit non-zero; stderr:\n{stderr}");
-    assert!(stderr.contains("issuers[0].algorithms"), "stderr names the field:\n{stderr}");
-    assert!(stderr.contains(&config.to_string_lossy().into_owned()), "stderr names the file:\n{stderr}");
-    assert!(!dir.path().join("sidecar.sock").exists(), "nothing was bound");
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("issuers[0].algorithms"),
+        "stderr names the field:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&config.to_string_lossy().into_owned()),
+        "stderr names the file:\n{stderr}"
+    );
+    assert!(
+        !dir.path().join("sidecar.sock").exists(),
+        "nothing was bound"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misspelt_field_exits_nonzero_naming_field_and_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pem = ec_pem(dir.path());
-    let config = write_config(dir.path(), "algorithms = [\"ES256\"]\nmax_lifetme = \"1h\"", &pem);
+    let config = write_config(
+        dir.path(),
+        "algorithms = [\"ES256\"]\nmax_lifetme = \"1h\"",
+        &pem,
+    );
     let out = run_to_exit(&config, dir.path()).await;
     let stderr = plain(&out.stderr);
-    assert!(!out.status.success(), "must exit non-zero; stderr:\n{stderr}");
-    assert!(stderr.contains("max_lifetme"), "stderr names the field:\n{stderr}");
-    assert!(stderr.contains(&config.to_string_lossy().into_owned()), "stderr names the file:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("max_lifetme"),
+        "stderr names the field:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&config.to_string_lossy().into_owned()),
+        "stderr names the file:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,9 +143,18 @@ async fn missing_key_file_exits_nonzero_naming_the_file() {
     let config = write_config(dir.path(), "algorithms = [\"ES256\"]", &missing);
     let out = run_to_exit(&config, dir.path()).await;
     let stderr = plain(&out.stderr);
-    assert!(!out.status.success(), "must exit non-zero; stderr:\n{stderr}");
-    assert!(stderr.contains(&missing.to_string_lossy().into_owned()), "stderr names the key file:\n{stderr}");
-    assert!(!dir.path().join("sidecar.sock").exists(), "nothing was bound");
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&missing.to_string_lossy().into_owned()),
+        "stderr names the key file:\n{stderr}"
+    );
+    assert!(
+        !dir.path().join("sidecar.sock").exists(),
+        "nothing was bound"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,9 +164,14 @@ async fn check_config_accepts_a_valid_config() {
     let config = write_config(dir.path(), "algorithms = [\"ES256\"]", &pem);
     let mut cmd = sidecar_command(&config, dir.path());
     cmd.arg("--check-config");
-    let out = within("--check-config", cmd.output()).await.expect("run --check-config");
+    let out = within("--check-config", cmd.output())
+        .await
+        .expect("run --check-config");
     assert!(out.status.success(), "stderr:\n{}", plain(&out.stderr));
-    assert!(!dir.path().join("sidecar.sock").exists(), "--check-config binds nothing");
+    assert!(
+        !dir.path().join("sidecar.sock").exists(),
+        "--check-config binds nothing"
+    );
 }
 
 /// Polls until the sidecar answers `Status` ready on `socket`.
@@ -155,19 +196,34 @@ async fn wait_until_serving(socket: &Path, child: &mut Child) {
     };
     tokio::time::timeout(EVENTUALLY, poll)
         .await
-        .unwrap_or_else(|_| panic!("denylist-sidecar did not serve on {} within {EVENTUALLY:?}", socket.display()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "denylist-sidecar did not serve on {} within {EVENTUALLY:?}",
+                socket.display()
+            )
+        });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero_and_removes_the_socket() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let issuer = Issuer::new("https://issuer.example", "ES256", TestKey::ec_p256(Some("k1")));
+    let issuer = Issuer::new(
+        "https://issuer.example",
+        "ES256",
+        TestKey::ec_p256(Some("k1")),
+    );
     let pem = dir.path().join("k1.pub.pem");
     std::fs::write(&pem, issuer.key.public_pem()).expect("write PEM");
-    let config = write_config(dir.path(), "algorithms = [\"ES256\"]\nrequire_jti = false", &pem);
+    let config = write_config(
+        dir.path(),
+        "algorithms = [\"ES256\"]\nrequire_jti = false",
+        &pem,
+    );
     let socket = dir.path().join("sidecar.sock");
 
-    let mut child = sidecar_command(&config, dir.path()).spawn().expect("spawn denylist-sidecar");
+    let mut child = sidecar_command(&config, dir.path())
+        .spawn()
+        .expect("spawn denylist-sidecar");
     wait_until_serving(&socket, &mut child).await;
 
     // It verifies with the configured key (real clock: a token valid now).
@@ -200,6 +256,10 @@ async fn sigterm_exits_zero_and_removes_the_socket() {
         use tokio::io::AsyncReadExt as _;
         let _ = within("read stderr", err.read_to_end(&mut stderr)).await;
     }
-    assert!(status.success(), "exit status after SIGTERM: {status}; stderr:\n{}", plain(&stderr));
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}; stderr:\n{}",
+        plain(&stderr)
+    );
     assert!(!socket.exists(), "the socket file is removed on shutdown");
 }

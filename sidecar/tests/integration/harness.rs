@@ -35,17 +35,17 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Bound on any single await in a test (a call, a connect, a shutdown).
-pub const STEP: Duration = Duration::from_secs(10);
+pub(crate) const STEP: Duration = Duration::from_secs(10);
 
 /// Bound on waiting for something the sidecar does in the background (a file reload).
-pub const EVENTUALLY: Duration = Duration::from_secs(15);
+pub(crate) const EVENTUALLY: Duration = Duration::from_secs(15);
 
 /// The clock every harness sidecar starts at: a whole second, so boundary tests are exact.
 /// 2030-01-01T00:00:00Z — far from any real token and any RFC example.
-pub const START_SECS: i64 = 1_893_456_000;
+pub(crate) const START_SECS: i64 = 1_893_456_000;
 
 /// Awaits `fut` for at most [`STEP`], panicking with `what` on timeout.
-pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+pub(crate) async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(STEP, fut).await {
         Ok(out) => out,
         Err(_) => panic!("timed out after {STEP:?}: {what}"),
@@ -53,30 +53,33 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 }
 
 /// The name of a wire reason code, for messages.
-pub fn reason_name(code: i32) -> String {
-    Reason::try_from(code).map_or_else(|_| format!("<unknown reason {code}>"), |r| r.as_str_name().to_owned())
+pub(crate) fn reason_name(code: i32) -> String {
+    Reason::try_from(code).map_or_else(
+        |_| format!("<unknown reason {code}>"),
+        |r| r.as_str_name().to_owned(),
+    )
 }
 
 /// Base64url without padding, as JWS uses.
-pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Decodes base64url without padding.
-pub fn unb64(text: &str) -> Vec<u8> {
+pub(crate) fn unb64(text: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD
         .decode(text)
         .unwrap_or_else(|e| panic!("test bug: {text:?} is not base64url: {e}"))
 }
 
 /// A unique token id.
-pub fn fresh_jti() -> String {
+pub(crate) fn fresh_jti() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("jti-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Quotes a string for TOML.
-pub fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
@@ -97,28 +100,30 @@ enum Material {
 }
 
 /// A signing key generated at test time, with the `kid` it is configured under.
-pub struct TestKey {
+pub(crate) struct TestKey {
     /// The `kid` of the key in the sidecar's config and in tokens' headers.
-    pub kid: Option<String>,
+    pub(crate) kid: Option<String>,
     material: Material,
 }
 
 impl std::fmt::Debug for TestKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("TestKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl TestKey {
     /// A 64-byte random HMAC secret.
-    pub fn hmac(kid: Option<&str>) -> Self {
+    pub(crate) fn hmac(kid: Option<&str>) -> Self {
         let mut secret = vec![0u8; 64];
         aws_lc_rs::rand::fill(&mut secret).expect("rng");
         Self::hmac_from(kid, secret)
     }
 
     /// An HMAC key with the given secret.
-    pub fn hmac_from(kid: Option<&str>, secret: Vec<u8>) -> Self {
+    pub(crate) fn hmac_from(kid: Option<&str>, secret: Vec<u8>) -> Self {
         Self {
             kid: kid.map(str::to_owned),
             material: Material::Hmac(secret),
@@ -126,7 +131,7 @@ impl TestKey {
     }
 
     /// An RSA-2048 key.
-    pub fn rsa(kid: Option<&str>) -> Self {
+    pub(crate) fn rsa(kid: Option<&str>) -> Self {
         Self {
             kid: kid.map(str::to_owned),
             material: Material::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA keygen")),
@@ -134,7 +139,7 @@ impl TestKey {
     }
 
     /// An EC P-256 key.
-    pub fn ec_p256(kid: Option<&str>) -> Self {
+    pub(crate) fn ec_p256(kid: Option<&str>) -> Self {
         let pkcs8 = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .and_then(|k| k.to_pkcs8v1())
             .expect("EC keygen");
@@ -149,7 +154,7 @@ impl TestKey {
     }
 
     /// An Ed25519 key.
-    pub fn ed25519(kid: Option<&str>) -> Self {
+    pub(crate) fn ed25519(kid: Option<&str>) -> Self {
         Self {
             kid: kid.map(str::to_owned),
             material: Material::Ed25519(Ed25519KeyPair::generate().expect("Ed25519 keygen")),
@@ -157,7 +162,7 @@ impl TestKey {
     }
 
     /// The HMAC secret.
-    pub fn secret(&self) -> &[u8] {
+    pub(crate) fn secret(&self) -> &[u8] {
         match &self.material {
             Material::Hmac(s) => s,
             _ => panic!("test bug: not an HMAC key"),
@@ -165,23 +170,24 @@ impl TestKey {
     }
 
     /// Whether this is an HMAC key.
-    pub fn is_hmac(&self) -> bool {
+    pub(crate) fn is_hmac(&self) -> bool {
         matches!(self.material, Material::Hmac(_))
     }
 
     /// The public key as DER SubjectPublicKeyInfo.
-    pub fn public_spki_der(&self) -> Vec<u8> {
-        let der = match &self.material {
+    pub(crate) fn public_spki_der(&self) -> Vec<u8> {
+        match &self.material {
             Material::Hmac(_) => panic!("test bug: an HMAC key has no public key"),
             Material::Rsa(k) => k.public_key().as_der().expect("SPKI").as_ref().to_vec(),
-            Material::EcP256 { fixed, .. } => fixed.public_key().as_der().expect("SPKI").as_ref().to_vec(),
+            Material::EcP256 { fixed, .. } => {
+                fixed.public_key().as_der().expect("SPKI").as_ref().to_vec()
+            }
             Material::Ed25519(k) => k.public_key().as_der().expect("SPKI").as_ref().to_vec(),
-        };
-        der
+        }
     }
 
     /// The public key as a PEM `PUBLIC KEY` block.
-    pub fn public_pem(&self) -> String {
+    pub(crate) fn public_pem(&self) -> String {
         let body = STANDARD.encode(self.public_spki_der());
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
         for line in body.as_bytes().chunks(64) {
@@ -193,7 +199,7 @@ impl TestKey {
     }
 
     /// The public key as a JWK (with `kid` if the key has one).
-    pub fn public_jwk(&self) -> Value {
+    pub(crate) fn public_jwk(&self) -> Value {
         let mut jwk = match &self.material {
             Material::Hmac(_) => panic!("test bug: an HMAC key has no public JWK"),
             Material::Rsa(k) => {
@@ -218,7 +224,7 @@ impl TestKey {
     }
 
     /// Signs `input` with `alg` (the JWS name).
-    pub fn sign(&self, alg: &str, input: &[u8]) -> Vec<u8> {
+    pub(crate) fn sign(&self, alg: &str, input: &[u8]) -> Vec<u8> {
         let rng = SystemRandom::new();
         match (&self.material, alg) {
             (Material::Hmac(secret), "HS256" | "HS384" | "HS512") => {
@@ -227,7 +233,9 @@ impl TestKey {
                     "HS384" => hmac::HMAC_SHA384,
                     _ => hmac::HMAC_SHA512,
                 };
-                hmac::sign(&hmac::Key::new(algorithm, secret), input).as_ref().to_vec()
+                hmac::sign(&hmac::Key::new(algorithm, secret), input)
+                    .as_ref()
+                    .to_vec()
             }
             (Material::Rsa(k), _) => {
                 let padding: &'static dyn signature::RsaEncoding = match alg {
@@ -243,16 +251,18 @@ impl TestKey {
                 k.sign(padding, &rng, input, &mut sig).expect("RSA sign");
                 sig
             }
-            (Material::EcP256 { fixed, .. }, "ES256") => {
-                fixed.sign(&rng, input).expect("ECDSA sign").as_ref().to_vec()
-            }
+            (Material::EcP256 { fixed, .. }, "ES256") => fixed
+                .sign(&rng, input)
+                .expect("ECDSA sign")
+                .as_ref()
+                .to_vec(),
             (Material::Ed25519(k), "EdDSA") => k.sign(input).as_ref().to_vec(),
             (_, other) => panic!("test bug: this key cannot sign {other}"),
         }
     }
 
     /// An ES256 signature in DER (ASN.1) form instead of JWS's raw r‖s.
-    pub fn sign_es256_der(&self, input: &[u8]) -> Vec<u8> {
+    pub(crate) fn sign_es256_der(&self, input: &[u8]) -> Vec<u8> {
         match &self.material {
             Material::EcP256 { asn1, .. } => asn1
                 .sign(&SystemRandom::new(), input)
@@ -265,37 +275,37 @@ impl TestKey {
 }
 
 /// `header.payload.signature` from raw segment bytes.
-pub fn compact(header: &[u8], payload: &[u8], signature: &[u8]) -> String {
+pub(crate) fn compact(header: &[u8], payload: &[u8], signature: &[u8]) -> String {
     format!("{}.{}.{}", b64(header), b64(payload), b64(signature))
 }
 
 /// A token over raw header and payload bytes, signed by `key` with `alg`.
-pub fn sign_raw(key: &TestKey, alg: &str, header: &[u8], payload: &[u8]) -> String {
+pub(crate) fn sign_raw(key: &TestKey, alg: &str, header: &[u8], payload: &[u8]) -> String {
     let input = format!("{}.{}", b64(header), b64(payload));
     let sig = key.sign(alg, input.as_bytes());
     format!("{input}.{}", b64(sig))
 }
 
 /// A token whose signing input is given as text (for segments that are not base64url).
-pub fn sign_input(key: &TestKey, alg: &str, signing_input: &str) -> String {
+pub(crate) fn sign_input(key: &TestKey, alg: &str, signing_input: &str) -> String {
     let sig = key.sign(alg, signing_input.as_bytes());
     format!("{signing_input}.{}", b64(sig))
 }
 
 /// One issuer as tests see it: its `iss`, the algorithm its tokens use, its signing key.
 #[derive(Debug, Clone)]
-pub struct Issuer {
+pub(crate) struct Issuer {
     /// Exact `iss`.
-    pub iss: String,
+    pub(crate) iss: String,
     /// The JWS `alg` its tokens carry.
-    pub alg: &'static str,
+    pub(crate) alg: &'static str,
     /// The key that signs them.
-    pub key: Arc<TestKey>,
+    pub(crate) key: Arc<TestKey>,
 }
 
 impl Issuer {
     /// An issuer signing with `key` under `alg`.
-    pub fn new(iss: &str, alg: &'static str, key: TestKey) -> Self {
+    pub(crate) fn new(iss: &str, alg: &'static str, key: TestKey) -> Self {
         Self {
             iss: iss.to_owned(),
             alg,
@@ -304,7 +314,7 @@ impl Issuer {
     }
 
     /// The protected header its tokens carry: `alg` and, if the key has one, `kid`.
-    pub fn header(&self) -> Value {
+    pub(crate) fn header(&self) -> Value {
         let mut h = json!({"alg": self.alg});
         if let Some(kid) = &self.key.kid {
             h["kid"] = json!(kid);
@@ -313,7 +323,7 @@ impl Issuer {
     }
 
     /// Valid claims at `now`: lifetime 10 minutes, audience `api`, a fresh `jti`.
-    pub fn claims(&self, now: i64) -> Value {
+    pub(crate) fn claims(&self, now: i64) -> Value {
         json!({
             "iss": self.iss,
             "sub": "alice",
@@ -325,28 +335,28 @@ impl Issuer {
     }
 
     /// A token with the issuer's header over `claims`.
-    pub fn token(&self, claims: &Value) -> String {
+    pub(crate) fn token(&self, claims: &Value) -> String {
         self.token_with_header(&self.header(), claims)
     }
 
     /// A token with `header` over `claims`, signed with the issuer's key and algorithm.
-    pub fn token_with_header(&self, header: &Value, claims: &Value) -> String {
+    pub(crate) fn token_with_header(&self, header: &Value, claims: &Value) -> String {
         self.token_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
     }
 
     /// A token over raw header and payload bytes, signed with the issuer's key and algorithm.
-    pub fn token_raw(&self, header: &[u8], payload: &[u8]) -> String {
+    pub(crate) fn token_raw(&self, header: &[u8], payload: &[u8]) -> String {
         sign_raw(&self.key, self.alg, header, payload)
     }
 
     /// A token over the issuer's header and raw payload bytes.
-    pub fn token_payload(&self, payload: &[u8]) -> String {
+    pub(crate) fn token_payload(&self, payload: &[u8]) -> String {
         self.token_raw(self.header().to_string().as_bytes(), payload)
     }
 
     /// The `[[issuers]]` block for this issuer; writes its key file into `dir`.
     /// `extra` holds more `key = value` lines for the issuer table.
-    pub fn toml(&self, dir: &Path, extra: &str) -> String {
+    pub(crate) fn toml(&self, dir: &Path, extra: &str) -> String {
         let stem = format!("key-{}", fresh_jti());
         let kid = self
             .key
@@ -357,11 +367,17 @@ impl Issuer {
         let keys = if self.key.is_hmac() {
             let path = dir.join(format!("{stem}.secret"));
             std::fs::write(&path, self.key.secret()).expect("write secret");
-            format!("hmac_secret_files = [{{ path = {}{kid} }}]", toml_str(&path.to_string_lossy()))
+            format!(
+                "hmac_secret_files = [{{ path = {}{kid} }}]",
+                toml_str(&path.to_string_lossy())
+            )
         } else {
             let path = dir.join(format!("{stem}.pub.pem"));
             std::fs::write(&path, self.key.public_pem()).expect("write PEM");
-            format!("pem_files = [{{ path = {}{kid} }}]", toml_str(&path.to_string_lossy()))
+            format!(
+                "pem_files = [{{ path = {}{kid} }}]",
+                toml_str(&path.to_string_lossy())
+            )
         };
         format!(
             "[[issuers]]\nissuer = {}\nalgorithms = [{}]\nmax_lifetime = \"1h\"\n{extra}\n[issuers.keys]\n{keys}\n",
@@ -376,83 +392,61 @@ impl Issuer {
 // ---------------------------------------------------------------------------------------
 
 /// Builds a [`TestSidecar`].
-pub struct SidecarBuilder {
+pub(crate) struct SidecarBuilder {
     dir: TempDir,
     issuers: Vec<String>,
-    /// Extra lines for the `[verify]` table.
-    pub verify: String,
-    /// Extra lines for the `[listen]` table.
-    pub listen: String,
 }
 
 impl SidecarBuilder {
     /// A builder with a fresh temp dir and no issuers.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             dir: tempfile::Builder::new()
                 .prefix("denylist-itest-")
                 .tempdir()
                 .expect("temp dir"),
             issuers: Vec::new(),
-            verify: String::new(),
-            listen: String::new(),
         }
     }
 
     /// The temp dir the sidecar's files live in.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// Adds an issuer (writing its key file). `extra`: more lines for its table.
-    pub fn issuer(mut self, issuer: &Issuer, extra: &str) -> Self {
+    pub(crate) fn issuer(mut self, issuer: &Issuer, extra: &str) -> Self {
         let block = issuer.toml(self.dir.path(), extra);
         self.issuers.push(block);
         self
     }
 
     /// Adds a hand-written `[[issuers]]` block.
-    pub fn issuer_toml(mut self, block: String) -> Self {
+    pub(crate) fn issuer_toml(mut self, block: String) -> Self {
         self.issuers.push(block);
-        self
-    }
-
-    /// Extra lines for `[verify]`.
-    pub fn verify(mut self, lines: &str) -> Self {
-        self.verify.push_str(lines);
-        self.verify.push('\n');
-        self
-    }
-
-    /// Extra lines for `[listen]`.
-    pub fn listen(mut self, lines: &str) -> Self {
-        self.listen.push_str(lines);
-        self.listen.push('\n');
         self
     }
 
     /// Writes the config, builds the app, binds the socket, runs the app and connects a
     /// client. Waits (bounded) until `Status` says ready.
-    pub async fn start(self) -> TestSidecar {
+    pub(crate) async fn start(self) -> TestSidecar {
         let dir = self.dir;
         let socket = dir.path().join("sidecar.sock");
         let revocations = dir.path().join("revocations.jsonl");
         std::fs::write(&revocations, b"").expect("write revocations file");
         let text = format!(
             "name = \"itest\"\nshutdown_grace = \"5s\"\n\n\
-             [listen]\nsocket = {socket}\n{listen}\n\
-             [verify]\n{verify}\n\
+             [listen]\nsocket = {socket}\n\n\
              [denylist]\nfile = {file}\nfile_poll_interval = \"20ms\"\n\
              # The manual clock only moves when a test moves it; keep staleness out of the way.\n\
              max_staleness = \"1h\"\n\n{issuers}",
             socket = toml_str(&socket.to_string_lossy()),
-            listen = self.listen,
-            verify = self.verify,
             file = toml_str(&revocations.to_string_lossy()),
             issuers = self.issuers.join("\n"),
         );
         std::fs::write(dir.path().join("config.toml"), &text).expect("write config");
-        let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("test config does not parse: {e}\n{text}"));
+        let config = Config::from_toml(&text)
+            .unwrap_or_else(|e| panic!("test config does not parse: {e}\n{text}"));
         config
             .validate()
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"));
@@ -494,7 +488,7 @@ impl SidecarBuilder {
 }
 
 /// A gRPC channel over the Unix socket at `path`.
-pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+pub(crate) async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = path.to_owned();
     // The URI is required by the API but unused: the connector ignores it.
     Endpoint::try_from("http://[::]:50051")?
@@ -506,13 +500,13 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
 }
 
 /// A sidecar running in-process, with a connected client.
-pub struct TestSidecar {
+pub(crate) struct TestSidecar {
     /// The gRPC socket.
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The standalone revocations file.
-    pub revocations: PathBuf,
+    pub(crate) revocations: PathBuf,
     /// The sidecar's clock.
-    pub clock: Arc<ManualClock>,
+    pub(crate) clock: Arc<ManualClock>,
     client: VerifierClient<Channel>,
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
@@ -523,28 +517,26 @@ pub struct TestSidecar {
 
 impl TestSidecar {
     /// The sidecar's current time, in Unix seconds.
-    pub fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         use denylist_sidecar::clock::Clock as _;
         self.clock.now_secs()
     }
 
-    /// The temp dir holding config, keys and socket.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The raw channel (for hand-built requests).
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
     /// A client for the Verifier service.
-    pub fn client(&self) -> VerifierClient<Channel> {
+    pub(crate) fn client(&self) -> VerifierClient<Channel> {
         self.client.clone()
     }
 
     /// `Verify`, returning the gRPC status on failure.
-    pub async fn try_verify(&self, token: &str) -> Result<pb::VerifyResponse, tonic::Status> {
+    pub(crate) async fn try_verify(
+        &self,
+        token: &str,
+    ) -> Result<pb::VerifyResponse, tonic::Status> {
         let mut client = self.client();
         let request = pb::VerifyRequest {
             token: token.to_owned(),
@@ -555,14 +547,19 @@ impl TestSidecar {
     }
 
     /// `Verify`; a gRPC error fails the test (an invalid token is a normal answer).
-    pub async fn verify(&self, token: &str) -> pb::VerifyResponse {
+    pub(crate) async fn verify(&self, token: &str) -> pb::VerifyResponse {
         self.try_verify(token)
             .await
             .unwrap_or_else(|s| panic!("Verify returned a gRPC error instead of an answer: {s:?}"))
     }
 
     /// Asserts that `token` gets `reason` (and `valid` matches it).
-    pub async fn assert_reason(&self, token: &str, reason: Reason, what: &str) -> pb::VerifyResponse {
+    pub(crate) async fn assert_reason(
+        &self,
+        token: &str,
+        reason: Reason,
+        what: &str,
+    ) -> pb::VerifyResponse {
         let r = self.verify(token).await;
         assert_eq!(
             reason_name(r.reason),
@@ -570,12 +567,19 @@ impl TestSidecar {
             "{what}: wrong reason (detail: {:?})",
             r.detail
         );
-        assert_eq!(r.valid, reason == Reason::Ok, "{what}: `valid` disagrees with the reason");
+        assert_eq!(
+            r.valid,
+            reason == Reason::Ok,
+            "{what}: `valid` disagrees with the reason"
+        );
         r
     }
 
     /// `Check`.
-    pub async fn check(&self, request: pb::CheckRequest) -> Result<pb::CheckResponse, tonic::Status> {
+    pub(crate) async fn check(
+        &self,
+        request: pb::CheckRequest,
+    ) -> Result<pb::CheckResponse, tonic::Status> {
         let mut client = self.client();
         within("Check", client.check(request))
             .await
@@ -583,7 +587,7 @@ impl TestSidecar {
     }
 
     /// `Status`.
-    pub async fn status(&self) -> pb::StatusResponse {
+    pub(crate) async fn status(&self) -> pb::StatusResponse {
         let mut client = self.client();
         within("Status", client.status(pb::StatusRequest {}))
             .await
@@ -609,7 +613,7 @@ impl TestSidecar {
 
     /// Polls `Status` until the denylist has applied generation `sequence` of the
     /// revocations file (the first load is 1), for at most [`EVENTUALLY`].
-    pub async fn wait_for_sequence(&self, sequence: u64) {
+    pub(crate) async fn wait_for_sequence(&self, sequence: u64) {
         let poll = async {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             loop {
@@ -621,13 +625,15 @@ impl TestSidecar {
         };
         if tokio::time::timeout(EVENTUALLY, poll).await.is_err() {
             let now = self.status().await.denylist_sequence;
-            panic!("the revocations file was not applied within {EVENTUALLY:?}: sequence {now}, waiting for {sequence}");
+            panic!(
+                "the revocations file was not applied within {EVENTUALLY:?}: sequence {now}, waiting for {sequence}"
+            );
         }
     }
 
     /// Polls `Verify` until `token` gets `reason`, for at most [`EVENTUALLY`] (the
     /// revocations file is reloaded in the background).
-    pub async fn wait_for_reason(&self, token: &str, reason: Reason) -> pb::VerifyResponse {
+    pub(crate) async fn wait_for_reason(&self, token: &str, reason: Reason) -> pb::VerifyResponse {
         let poll = async {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             loop {
@@ -654,7 +660,7 @@ impl TestSidecar {
 
     /// Replaces the revocations file with `events` (JSON lines), atomically, so the
     /// background poll never reads half a file.
-    pub fn write_revocations(&self, events: &[Value]) {
+    pub(crate) fn write_revocations(&self, events: &[Value]) {
         let mut text = String::new();
         for e in events {
             text.push_str(&e.to_string());
@@ -666,7 +672,13 @@ impl TestSidecar {
     }
 
     /// A `revoke` event as the standalone file holds it.
-    pub fn revoke_event(&self, event_id: &str, kind: &str, issuer: &str, targets: &[&str]) -> Value {
+    pub(crate) fn revoke_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        issuer: &str,
+        targets: &[&str],
+    ) -> Value {
         json!({
             "event_id": event_id,
             "action": "revoke",
@@ -680,7 +692,7 @@ impl TestSidecar {
     }
 
     /// Signals shutdown and waits (bounded) for `App::run` to return.
-    pub async fn stop(mut self) -> Result<(), AppError> {
+    pub(crate) async fn stop(mut self) -> Result<(), AppError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -19,7 +19,9 @@ mod revocation;
 use denylist_proto::pb::{self, Reason};
 use tonic::codegen::http::uri::PathAndQuery;
 
-use crate::harness::{Issuer, SidecarBuilder, START_SECS, TestKey, TestSidecar, reason_name, within};
+use crate::harness::{
+    Issuer, START_SECS, SidecarBuilder, TestKey, TestSidecar, reason_name, within,
+};
 
 /// A hostile (or control) token and the answers it may get (usually exactly one).
 pub(crate) struct Case {
@@ -60,10 +62,18 @@ impl Keys {
     fn new() -> Self {
         Self {
             rs: Issuer::new("https://rs.example", "RS256", TestKey::rsa(Some("rs-1"))),
-            es: Issuer::new("https://es.example", "ES256", TestKey::ec_p256(Some("es-1"))),
+            es: Issuer::new(
+                "https://es.example",
+                "ES256",
+                TestKey::ec_p256(Some("es-1")),
+            ),
             hs: Issuer::new("https://hs.example", "HS256", TestKey::hmac(Some("hs-1"))),
             hs2: Issuer::new("https://hs2.example", "HS256", TestKey::hmac(Some("hs2-1"))),
-            ed: Issuer::new("https://ed.example", "EdDSA", TestKey::ed25519(Some("ed-1"))),
+            ed: Issuer::new(
+                "https://ed.example",
+                "EdDSA",
+                TestKey::ed25519(Some("ed-1")),
+            ),
             attacker_rsa: TestKey::rsa(Some("attacker-1")),
             attacker_ec: TestKey::ec_p256(Some("attacker-ec")),
         }
@@ -118,13 +128,27 @@ fn judge(case: &Case, r: &pb::VerifyResponse) -> Vec<String> {
         ));
     }
     if r.valid != (got == Some(Reason::Ok)) {
-        problems.push(format!("valid = {} with reason {}", r.valid, reason_name(r.reason)));
+        problems.push(format!(
+            "valid = {} with reason {}",
+            r.valid,
+            reason_name(r.reason)
+        ));
     }
     if got.is_some_and(|g| UNVERIFIED.contains(&g)) && r.claims.is_some() {
         problems.push("claims returned for a token whose signature was not verified".to_owned());
     }
-    if got == Some(Reason::Ok) && r.claims.is_none() {
-        problems.push("a valid token came back without claims".to_owned());
+    if got == Some(Reason::Ok) {
+        match &r.claims {
+            None => problems.push("a valid token came back without claims".to_owned()),
+            // The contract: claims carry the full payload as a `google.protobuf.Struct`.
+            Some(c) if c.payload.is_none() => {
+                problems.push(
+                    "a valid token came back without its payload (`claims.payload` is empty)"
+                        .to_owned(),
+                );
+            }
+            Some(_) => {}
+        }
     }
     // The detail must never echo the token (it may end up in logs).
     for segment in case.token.split('.') {
@@ -141,7 +165,11 @@ async fn run(sidecar: &TestSidecar, cases: &[Case]) -> Vec<String> {
     let mut failures = Vec::new();
     for case in cases {
         match sidecar.try_verify(&case.token).await {
-            Ok(r) => failures.extend(judge(case, &r).into_iter().map(|p| format!("{}: {p}", case.name))),
+            Ok(r) => failures.extend(
+                judge(case, &r)
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", case.name)),
+            ),
             Err(status) => failures.push(format!(
                 "{}: a gRPC error instead of an answer: {:?} {:?}",
                 case.name,
@@ -173,7 +201,12 @@ async fn still_serves(sidecar: &TestSidecar, issuers: &[&Issuer]) -> Vec<String>
 }
 
 fn assert_no_failures(failures: &[String]) {
-    assert!(failures.is_empty(), "{} problem(s):\n  {}", failures.len(), failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
 }
 
 /// Runs one group on a several-issuer sidecar, then checks it still serves.
@@ -217,7 +250,12 @@ async fn hostile_suite_on_one_server_keeps_serving() {
         .into_iter()
         .chain(cases::single_issuer_claims(&keys.hs))
         .collect();
-    failures.extend(run(&single, &single_cases).await.into_iter().map(|f| format!("[one issuer] {f}")));
+    failures.extend(
+        run(&single, &single_cases)
+            .await
+            .into_iter()
+            .map(|f| format!("[one issuer] {f}")),
+    );
 
     // Whatever the answers were, both servers must still be serving.
     failures.extend(still_serves(&several, &keys.all()).await);
@@ -324,10 +362,16 @@ fn token_of_length(issuer: &Issuer, len: usize) -> String {
     for header_pad in 0..4 {
         let mut header = issuer.header();
         header["x"] = serde_json::json!("h".repeat(header_pad));
-        for pad in 0..len {
+        let with_pad = |pad: usize| {
             let mut claims = issuer.claims(START_SECS);
             claims["pad"] = serde_json::json!("p".repeat(pad));
-            let token = issuer.token_with_header(&header, &claims);
+            issuer.token_with_header(&header, &claims)
+        };
+        // Each padding byte adds 4/3 characters: start just short of the target.
+        let base = with_pad(0).len();
+        let start = (len.saturating_sub(base) * 3 / 4).saturating_sub(4);
+        for pad in start..start + 16 {
+            let token = with_pad(pad);
             if token.len() == len {
                 return token;
             }
@@ -345,7 +389,9 @@ async fn token_at_the_size_bound_is_read_and_one_byte_more_is_not() {
     let sidecar = several_issuers(&keys).await;
     // Default `verify.max_token_bytes` is 8192.
     let at = token_of_length(&keys.hs, 8192);
-    sidecar.assert_reason(&at, Reason::Ok, "a token of exactly 8192 bytes").await;
+    sidecar
+        .assert_reason(&at, Reason::Ok, "a token of exactly 8192 bytes")
+        .await;
     let over = token_of_length(&keys.hs, 8193);
     sidecar
         .assert_reason(&over, Reason::TokenTooLarge, "a token of 8193 bytes")
@@ -378,13 +424,18 @@ async fn oversized_grpc_request_gets_a_status_and_the_server_keeps_serving() {
     // The same connection keeps working.
     assert_no_failures(&still_serves(&sidecar, &keys.all()).await);
     // And so does a new one.
-    let fresh = crate::harness::connect(&sidecar.socket).await.expect("reconnect");
+    let fresh = crate::harness::connect(&sidecar.socket)
+        .await
+        .expect("reconnect");
     let mut client = pb::verifier_client::VerifierClient::new(fresh);
     let good = keys.hs.token(&keys.hs.claims(START_SECS));
-    let r = within("Verify on a new connection", client.verify(pb::VerifyRequest { token: good }))
-        .await
-        .expect("Verify")
-        .into_inner();
+    let r = within(
+        "Verify on a new connection",
+        client.verify(pb::VerifyRequest { token: good }),
+    )
+    .await
+    .expect("Verify")
+    .into_inner();
     assert_eq!(reason_name(r.reason), "REASON_OK");
 }
 
@@ -402,12 +453,17 @@ struct WrongWireTypeRequest {
     token: u64,
 }
 
-async fn raw_verify<M>(sidecar: &TestSidecar, message: M) -> Result<pb::VerifyResponse, tonic::Status>
+async fn raw_verify<M>(
+    sidecar: &TestSidecar,
+    message: M,
+) -> Result<pb::VerifyResponse, tonic::Status>
 where
     M: prost::Message + Send + Sync + 'static,
 {
     let mut grpc = tonic::client::Grpc::new(sidecar.channel());
-    within("channel ready", grpc.ready()).await.expect("channel ready");
+    within("channel ready", grpc.ready())
+        .await
+        .expect("channel ready");
     within(
         "raw Verify",
         grpc.unary(
@@ -425,14 +481,27 @@ async fn garbage_grpc_requests_get_a_status_and_the_server_keeps_serving() {
     let keys = Keys::new();
     let sidecar = several_issuers(&keys).await;
 
-    let invalid_utf8 = raw_verify(&sidecar, RawBytesRequest { token: b"eyJ\xff\xfe.x.y".to_vec() }).await;
-    let status = invalid_utf8.expect_err("a `string` field holding invalid UTF-8 cannot be decoded");
+    let invalid_utf8 = raw_verify(
+        &sidecar,
+        RawBytesRequest {
+            token: b"eyJ\xff\xfe.x.y".to_vec(),
+        },
+    )
+    .await;
+    let status =
+        invalid_utf8.expect_err("a `string` field holding invalid UTF-8 cannot be decoded");
     assert_ne!(status.code(), tonic::Code::Ok);
-    assert!(!status.message().is_empty(), "the status says why: {status:?}");
+    assert!(
+        !status.message().is_empty(),
+        "the status says why: {status:?}"
+    );
 
     let wrong_type = raw_verify(&sidecar, WrongWireTypeRequest { token: 42 }).await;
     let status = wrong_type.expect_err("field 1 with the wrong wire type cannot be decoded");
-    assert!(!status.message().is_empty(), "the status says why: {status:?}");
+    assert!(
+        !status.message().is_empty(),
+        "the status says why: {status:?}"
+    );
 
     assert_no_failures(&still_serves(&sidecar, &keys.all()).await);
 }

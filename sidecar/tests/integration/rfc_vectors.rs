@@ -22,10 +22,14 @@ use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use denylist_proto::pb::Reason;
 use serde_json::Value;
 
-use crate::harness::{Issuer, SidecarBuilder, TestKey, TestSidecar, b64, reason_name, toml_str, unb64};
+use crate::harness::{
+    Issuer, SidecarBuilder, TestKey, TestSidecar, b64, reason_name, toml_str, unb64,
+};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rfc")
+        .join(name)
 }
 
 fn read(name: &str) -> String {
@@ -120,7 +124,10 @@ const RFC7520_4_2: Vector = Vector {
 const RFC7520_4_4: Vector = Vector {
     jws: "rfc7520-4.4.jws",
     alg: "HS256",
-    key: KeySource::Hmac("rfc7520-hmac.jwk.json", Some("018c0ae5-4d9b-471b-bfd6-eef314bc7037")),
+    key: KeySource::Hmac(
+        "rfc7520-hmac.jwk.json",
+        Some("018c0ae5-4d9b-471b-bfd6-eef314bc7037"),
+    ),
     issuer: "https://hobbiton.example",
     intact: CLAIMS_REASONS,
 };
@@ -136,12 +143,19 @@ const RFC8037_A4: Vector = Vector {
 async fn sidecar_for(v: &Vector) -> TestSidecar {
     let builder = SidecarBuilder::new();
     let keys = match &v.key {
-        KeySource::Jwks(name) => format!("jwks_file = {}", toml_str(&fixture(name).to_string_lossy())),
+        KeySource::Jwks(name) => {
+            format!("jwks_file = {}", toml_str(&fixture(name).to_string_lossy()))
+        }
         KeySource::Hmac(name, kid) => {
             let path = builder.dir().join("rfc.secret");
             std::fs::write(&path, oct_secret(name)).expect("write secret");
-            let kid = kid.map(|k| format!(", kid = {}", toml_str(k))).unwrap_or_default();
-            format!("hmac_secret_files = [{{ path = {}{kid} }}]", toml_str(&path.to_string_lossy()))
+            let kid = kid
+                .map(|k| format!(", kid = {}", toml_str(k)))
+                .unwrap_or_default();
+            format!(
+                "hmac_secret_files = [{{ path = {}{kid} }}]",
+                toml_str(&path.to_string_lossy())
+            )
         }
     };
     builder
@@ -197,7 +211,12 @@ async fn check_vector(v: &Vector) {
             }
         }
     }
-    assert!(failures.is_empty(), "{}:\n  {}", v.jws, failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{}:\n  {}",
+        v.jws,
+        failures.join("\n  ")
+    );
 }
 
 /// Guards the transcription: every fixture signature verifies with aws-lc directly, so a
@@ -220,16 +239,28 @@ fn fixtures_verify_with_aws_lc() {
         ("rfc7520-4.4.jws", oct_secret("rfc7520-hmac.jwk.json")),
     ] {
         let (input, sig) = parts(name);
-        hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, &secret), input.as_bytes(), &sig)
-            .unwrap_or_else(|_| panic!("{name}: HMAC does not verify"));
+        hmac::verify(
+            &hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            input.as_bytes(),
+            &sig,
+        )
+        .unwrap_or_else(|_| panic!("{name}: HMAC does not verify"));
     }
     let (input, sig) = parts("rfc7515-a2.jws");
     rsa(&first_key("rfc7515-a2.jwks.json"))
-        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig)
+        .verify(
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            input.as_bytes(),
+            &sig,
+        )
         .expect("rfc7515-a2.jws: RS256 does not verify");
     let (input, sig) = parts("rfc7520-4.1.jws");
     rsa(&first_key("rfc7520-rsa.jwks.json"))
-        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig)
+        .verify(
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            input.as_bytes(),
+            &sig,
+        )
         .expect("rfc7520-4.1.jws: RS256 does not verify");
     let (input, sig) = parts("rfc7520-4.2.jws");
     rsa(&first_key("rfc7520-rsa.jwks.json"))
@@ -253,9 +284,17 @@ fn fixtures_verify_with_aws_lc() {
         .expect("rfc8037-a4.jws: EdDSA does not verify");
     // The payloads are what the RFCs say they are.
     let payload = |name: &str| unb64(read(name).split('.').nth(1).expect("payload"));
-    assert!(String::from_utf8(payload("rfc7515-a1.jws")).expect("UTF-8").contains("\"iss\":\"joe\""));
+    assert!(
+        String::from_utf8(payload("rfc7515-a1.jws"))
+            .expect("UTF-8")
+            .contains("\"iss\":\"joe\"")
+    );
     assert_eq!(payload("rfc8037-a4.jws"), b"Example of Ed25519 signing");
-    assert!(String::from_utf8(payload("rfc7520-4.1.jws")).expect("UTF-8").starts_with("It\u{2019}s a dangerous business, Frodo"));
+    assert!(
+        String::from_utf8(payload("rfc7520-4.1.jws"))
+            .expect("UTF-8")
+            .starts_with("It\u{2019}s a dangerous business, Frodo")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +341,10 @@ async fn es512_vectors_are_refused_as_unsupported() {
         let r = sidecar
             .assert_reason(&read(name), Reason::AlgorithmNotAllowed, name)
             .await;
-        assert!(r.claims.is_none(), "{name}: no claims for an unverified token");
+        assert!(
+            r.claims.is_none(),
+            "{name}: no claims for an unverified token"
+        );
     }
 }
 
@@ -311,10 +353,18 @@ async fn es512_vectors_are_refused_as_unsupported() {
 /// files the hostile suite uses).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_key_verifies_the_same_from_pem_and_jwks() {
-    let issuer = Issuer::new("https://pem-vs-jwks.example", "RS256", TestKey::rsa(Some("k1")));
+    let issuer = Issuer::new(
+        "https://pem-vs-jwks.example",
+        "RS256",
+        TestKey::rsa(Some("k1")),
+    );
     let builder = SidecarBuilder::new();
     let jwks = builder.dir().join("k.jwks.json");
-    std::fs::write(&jwks, serde_json::json!({"keys": [issuer.key.public_jwk()]}).to_string()).expect("write JWKS");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [issuer.key.public_jwk()]}).to_string(),
+    )
+    .expect("write JWKS");
     let via_jwks = builder
         .issuer_toml(format!(
             "[[issuers]]\nissuer = {}\nalgorithms = [\"RS256\"]\n[issuers.keys]\njwks_file = {}\n",
@@ -325,9 +375,17 @@ async fn rsa_key_verifies_the_same_from_pem_and_jwks() {
         .await;
     let via_pem = SidecarBuilder::new().issuer(&issuer, "").start().await;
     let token = issuer.token(&issuer.claims(crate::harness::START_SECS));
-    via_jwks.assert_reason(&token, Reason::Ok, "RS256 via JWKS").await;
-    via_pem.assert_reason(&token, Reason::Ok, "RS256 via PEM").await;
+    via_jwks
+        .assert_reason(&token, Reason::Ok, "RS256 via JWKS")
+        .await;
+    via_pem
+        .assert_reason(&token, Reason::Ok, "RS256 via PEM")
+        .await;
     let tampered = flip(&token, 2, 0);
-    via_jwks.assert_reason(&tampered, Reason::BadSignature, "tampered, JWKS").await;
-    via_pem.assert_reason(&tampered, Reason::BadSignature, "tampered, PEM").await;
+    via_jwks
+        .assert_reason(&tampered, Reason::BadSignature, "tampered, JWKS")
+        .await;
+    via_pem
+        .assert_reason(&tampered, Reason::BadSignature, "tampered, PEM")
+        .await;
 }

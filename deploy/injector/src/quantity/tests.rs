@@ -16,16 +16,27 @@ fn accepts_the_kubernetes_grammar() {
 
 #[test]
 fn rejects_what_the_api_server_rejects() {
-    for s in ["", "m", "1mi", "1 Gi", "1GB", "1.2.3", "abc", "1e", "1e+", "1Gi ", "--1", "0x10", "."] {
+    for s in [
+        "", "m", "1mi", "1 Gi", "1GB", "1.2.3", "abc", "1e", "1e+", "1Gi ", "--1", "0x10", ".",
+    ] {
         assert!(
             matches!(Quantity::parse(s), Err(QuantityError::Syntax(_))),
             "{s:?} should be a syntax error, got {:?}",
             Quantity::parse(s)
         );
     }
-    assert!(matches!(Quantity::parse("-1"), Err(QuantityError::Negative(_))));
-    assert!(matches!(Quantity::parse("1e100"), Err(QuantityError::TooLarge(_))));
-    assert!(matches!(Quantity::parse("999999999999Ei"), Err(QuantityError::TooLarge(_))));
+    assert!(matches!(
+        Quantity::parse("-1"),
+        Err(QuantityError::Negative(_))
+    ));
+    assert!(matches!(
+        Quantity::parse("1e100"),
+        Err(QuantityError::TooLarge(_))
+    ));
+    assert!(matches!(
+        Quantity::parse("999999999999Ei"),
+        Err(QuantityError::TooLarge(_))
+    ));
 }
 
 #[test]

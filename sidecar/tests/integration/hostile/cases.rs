@@ -7,7 +7,9 @@ use denylist_proto::pb::Reason;
 use serde_json::{Value, json};
 
 use super::{Case, Keys};
-use crate::harness::{Issuer, START_SECS, TestKey, b64, compact, fresh_jti, sign_input, sign_raw, unb64};
+use crate::harness::{
+    Issuer, START_SECS, TestKey, b64, compact, fresh_jti, sign_input, sign_raw, unb64,
+};
 
 const NOW: i64 = START_SECS;
 
@@ -147,21 +149,52 @@ pub(super) fn ecdsa(k: &Keys) -> Vec<Case> {
     long.push(0);
     let attacker_input = input.clone();
     vec![
-        case("ES256 signature DER-encoded instead of r‖s", with_sig(&der), Reason::BadSignature),
-        case("ECDSA r = s = 0 (64 zero bytes)", with_sig(&[0u8; 64]), Reason::BadSignature),
+        case(
+            "ES256 signature DER-encoded instead of r‖s",
+            with_sig(&der),
+            Reason::BadSignature,
+        ),
+        case(
+            "ECDSA r = s = 0 (64 zero bytes)",
+            with_sig(&[0u8; 64]),
+            Reason::BadSignature,
+        ),
         case(
             "ECDSA r = s = 0, DER-encoded",
             with_sig(&[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00]),
             Reason::BadSignature,
         ),
-        case("ECDSA r = 0, real s", with_sig(&r_zero), Reason::BadSignature),
-        case("ECDSA real r, s = 0", with_sig(&s_zero), Reason::BadSignature),
-        case("ECDSA r = s = n (the group order)", with_sig(&[n.clone(), n].concat()), Reason::BadSignature),
-        case("ES256 signature with a trailing byte", with_sig(&long), Reason::BadSignature),
-        case("ES256 signature of 63 bytes", with_sig(&good[..63]), Reason::BadSignature),
+        case(
+            "ECDSA r = 0, real s",
+            with_sig(&r_zero),
+            Reason::BadSignature,
+        ),
+        case(
+            "ECDSA real r, s = 0",
+            with_sig(&s_zero),
+            Reason::BadSignature,
+        ),
+        case(
+            "ECDSA r = s = n (the group order)",
+            with_sig(&[n.clone(), n].concat()),
+            Reason::BadSignature,
+        ),
+        case(
+            "ES256 signature with a trailing byte",
+            with_sig(&long),
+            Reason::BadSignature,
+        ),
+        case(
+            "ES256 signature of 63 bytes",
+            with_sig(&good[..63]),
+            Reason::BadSignature,
+        ),
         case(
             "ES256 signed by an attacker key under the issuer's kid",
-            format!("{attacker_input}.{}", b64(k.attacker_ec.sign("ES256", attacker_input.as_bytes()))),
+            format!(
+                "{attacker_input}.{}",
+                b64(k.attacker_ec.sign("ES256", attacker_input.as_bytes()))
+            ),
             Reason::BadSignature,
         ),
     ]
@@ -179,20 +212,52 @@ pub(super) fn signature_segment(k: &Keys) -> Vec<Case> {
     vec![
         // jws.rs answers BAD_SIGNATURE for a present-but-empty third segment: the token
         // has the shape of a JWS, and what it carries as a signature does not verify.
-        case("empty signature segment (`h.p.`)", format!("{h}.{p}."), Reason::BadSignature),
-        case("empty HMAC signature segment", format!("{hh}.{hp}."), Reason::BadSignature),
+        case(
+            "empty signature segment (`h.p.`)",
+            format!("{h}.{p}."),
+            Reason::BadSignature,
+        ),
+        case(
+            "empty HMAC signature segment",
+            format!("{hh}.{hp}."),
+            Reason::BadSignature,
+        ),
         // Two segments is not a compact JWS at all: MALFORMED.
-        case("signature segment stripped (`h.p`)", format!("{h}.{p}"), Reason::Malformed),
-        case("another token's signature", format!("{h}.{p}.{other_sig}"), Reason::BadSignature),
-        case("RSA signature one byte short", format!("{h}.{p}.{}", b64(&sig[..255])), Reason::BadSignature),
-        case("RSA signature, 256 zero bytes", format!("{h}.{p}.{}", b64([0u8; 256])), Reason::BadSignature),
-        case("signature of 600 bytes", format!("{h}.{p}.{}", b64([7u8; 600])), Reason::BadSignature),
+        case(
+            "signature segment stripped (`h.p`)",
+            format!("{h}.{p}"),
+            Reason::Malformed,
+        ),
+        case(
+            "another token's signature",
+            format!("{h}.{p}.{other_sig}"),
+            Reason::BadSignature,
+        ),
+        case(
+            "RSA signature one byte short",
+            format!("{h}.{p}.{}", b64(&sig[..255])),
+            Reason::BadSignature,
+        ),
+        case(
+            "RSA signature, 256 zero bytes",
+            format!("{h}.{p}.{}", b64([0u8; 256])),
+            Reason::BadSignature,
+        ),
+        case(
+            "signature of 600 bytes",
+            format!("{h}.{p}.{}", b64([7u8; 600])),
+            Reason::BadSignature,
+        ),
         case(
             "HMAC tag truncated to 16 bytes",
             format!("{hh}.{hp}.{}", b64(&unb64(hsig)[..16])),
             Reason::BadSignature,
         ),
-        case("HMAC tag of one byte", format!("{hh}.{hp}.{}", b64([0u8])), Reason::BadSignature),
+        case(
+            "HMAC tag of one byte",
+            format!("{hh}.{hp}.{}", b64([0u8])),
+            Reason::BadSignature,
+        ),
     ]
 }
 
@@ -224,10 +289,19 @@ pub(super) fn kid(k: &Keys) -> Vec<Case> {
         .map(|kid| {
             let header = json!({"alg": "RS256", "kid": kid});
             let shown: String = kid.chars().take(40).collect();
-            case(format!("kid {shown:?}"), k.rs.token_with_header(&header, &claims), Reason::UnknownKey)
+            case(
+                format!("kid {shown:?}"),
+                k.rs.token_with_header(&header, &claims),
+                Reason::UnknownKey,
+            )
         })
         .collect();
-    for bad in [json!(123), json!({"path": "../../etc/passwd"}), json!(["rs-1"]), json!(true)] {
+    for bad in [
+        json!(123),
+        json!({"path": "../../etc/passwd"}),
+        json!(["rs-1"]),
+        json!(true),
+    ] {
         let header = json!({"alg": "RS256", "kid": bad});
         cases.push(case(
             format!("kid of JSON type {bad}"),
@@ -245,7 +319,14 @@ pub(super) fn header_keys(k: &Keys) -> Vec<Case> {
     let attacker_jwk = k.attacker_rsa.public_jwk();
     let mut anonymous_jwk = attacker_jwk.clone();
     anonymous_jwk.as_object_mut().expect("object").remove("kid");
-    let attacker = |header: Value| sign_raw(&k.attacker_rsa, "RS256", header.to_string().as_bytes(), claims.as_bytes());
+    let attacker = |header: Value| {
+        sign_raw(
+            &k.attacker_rsa,
+            "RS256",
+            header.to_string().as_bytes(),
+            claims.as_bytes(),
+        )
+    };
     let jku = "https://attacker.example/.well-known/jwks.json";
     let x5u = "https://attacker.example/cert.pem";
     let never_ok = [Reason::UnknownKey, Reason::BadSignature];
@@ -257,7 +338,11 @@ pub(super) fn header_keys(k: &Keys) -> Vec<Case> {
             attacker(json!({"alg": "RS256", "kid": "attacker-1", "jku": jku})),
             Reason::UnknownKey,
         ),
-        case_any("jku → attacker JWKS, no kid", attacker(json!({"alg": "RS256", "jku": jku})), &never_ok),
+        case_any(
+            "jku → attacker JWKS, no kid",
+            attacker(json!({"alg": "RS256", "jku": jku})),
+            &never_ok,
+        ),
         case(
             "jku → attacker JWKS, issuer's kid",
             attacker(json!({"alg": "RS256", "kid": "rs-1", "jku": jku})),
@@ -268,7 +353,11 @@ pub(super) fn header_keys(k: &Keys) -> Vec<Case> {
             attacker(json!({"alg": "RS256", "kid": "attacker-1", "x5u": x5u})),
             Reason::UnknownKey,
         ),
-        case_any("x5u → attacker certificate, no kid", attacker(json!({"alg": "RS256", "x5u": x5u})), &never_ok),
+        case_any(
+            "x5u → attacker certificate, no kid",
+            attacker(json!({"alg": "RS256", "x5u": x5u})),
+            &never_ok,
+        ),
         case(
             "jwk = attacker public key, attacker kid",
             attacker(json!({"alg": "RS256", "kid": "attacker-1", "jwk": attacker_jwk})),
@@ -286,7 +375,9 @@ pub(super) fn header_keys(k: &Keys) -> Vec<Case> {
         ),
         case(
             "x5c = attacker chain, issuer's kid",
-            attacker(json!({"alg": "RS256", "kid": "rs-1", "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]})),
+            attacker(
+                json!({"alg": "RS256", "kid": "rs-1", "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]}),
+            ),
             Reason::BadSignature,
         ),
         case(
@@ -294,7 +385,9 @@ pub(super) fn header_keys(k: &Keys) -> Vec<Case> {
             sign_raw(
                 &k.attacker_ec,
                 "ES256",
-                json!({"alg": "ES256", "kid": "es-1", "jwk": ec_jwk}).to_string().as_bytes(),
+                json!({"alg": "ES256", "kid": "es-1", "jwk": ec_jwk})
+                    .to_string()
+                    .as_bytes(),
                 es_claims.as_bytes(),
             ),
             Reason::BadSignature,
@@ -334,7 +427,11 @@ pub(super) fn crit(k: &Keys) -> Vec<Case> {
 pub(super) fn envelope_and_algorithm(k: &Keys) -> Vec<Case> {
     let claims = k.rs.claims(NOW);
     let with = |header: Value| k.rs.token_with_header(&header, &claims);
-    let input = format!("{}.{}", b64(json!({"alg": "RS384", "kid": "rs-1"}).to_string()), b64(claims.to_string()));
+    let input = format!(
+        "{}.{}",
+        b64(json!({"alg": "RS384", "kid": "rs-1"}).to_string()),
+        b64(claims.to_string())
+    );
     let jwe = format!(
         "{}.{}.{}.{}.{}",
         b64(json!({"alg": "RSA-OAEP", "enc": "A256GCM"}).to_string()),
@@ -346,7 +443,9 @@ pub(super) fn envelope_and_algorithm(k: &Keys) -> Vec<Case> {
     let es_on_rs = sign_raw(
         &k.attacker_ec,
         "ES256",
-        json!({"alg": "ES256", "kid": "rs-1"}).to_string().as_bytes(),
+        json!({"alg": "ES256", "kid": "rs-1"})
+            .to_string()
+            .as_bytes(),
         claims.to_string().as_bytes(),
     );
     vec![
@@ -371,7 +470,11 @@ pub(super) fn envelope_and_algorithm(k: &Keys) -> Vec<Case> {
             sign_input(&k.rs.key, "RS384", &input),
             Reason::AlgorithmNotAllowed,
         ),
-        case("ES256 on an RS256 issuer", es_on_rs, Reason::AlgorithmNotAllowed),
+        case(
+            "ES256 on an RS256 issuer",
+            es_on_rs,
+            Reason::AlgorithmNotAllowed,
+        ),
         case(
             "alg ES512 (unsupported)",
             with(json!({"alg": "ES512", "kid": "rs-1"})),
@@ -382,10 +485,26 @@ pub(super) fn envelope_and_algorithm(k: &Keys) -> Vec<Case> {
             with(json!({"alg": "rs256", "kid": "rs-1"})),
             Reason::AlgorithmNotAllowed,
         ),
-        case("header without alg", with(json!({"kid": "rs-1"})), Reason::Malformed),
-        case("alg: null", with(json!({"alg": null, "kid": "rs-1"})), Reason::Malformed),
-        case("alg: 256", with(json!({"alg": 256, "kid": "rs-1"})), Reason::Malformed),
-        case("alg: [\"RS256\"]", with(json!({"alg": ["RS256"], "kid": "rs-1"})), Reason::Malformed),
+        case(
+            "header without alg",
+            with(json!({"kid": "rs-1"})),
+            Reason::Malformed,
+        ),
+        case(
+            "alg: null",
+            with(json!({"alg": null, "kid": "rs-1"})),
+            Reason::Malformed,
+        ),
+        case(
+            "alg: 256",
+            with(json!({"alg": 256, "kid": "rs-1"})),
+            Reason::Malformed,
+        ),
+        case(
+            "alg: [\"RS256\"]",
+            with(json!({"alg": ["RS256"], "kid": "rs-1"})),
+            Reason::Malformed,
+        ),
     ]
 }
 
@@ -428,9 +547,21 @@ pub(super) fn claim_types(k: &Keys) -> Vec<Case> {
 pub(super) fn size(k: &Keys) -> Vec<Case> {
     let padded = |n: usize| claims_with(&k.hs, "pad", Some(json!("x".repeat(n))));
     vec![
-        case("signed token of ~9 KB", k.hs.token(&padded(6_600)), Reason::TokenTooLarge),
-        case("signed token of ~60 KB", k.hs.token(&padded(44_000)), Reason::TokenTooLarge),
-        case("9000 bytes of garbage", "a".repeat(9_000), Reason::TokenTooLarge),
+        case(
+            "signed token of ~9 KB",
+            k.hs.token(&padded(6_600)),
+            Reason::TokenTooLarge,
+        ),
+        case(
+            "signed token of ~60 KB",
+            k.hs.token(&padded(44_000)),
+            Reason::TokenTooLarge,
+        ),
+        case(
+            "9000 bytes of garbage",
+            "a".repeat(9_000),
+            Reason::TokenTooLarge,
+        ),
         case("9000 dots", ".".repeat(9_000), Reason::TokenTooLarge),
     ]
 }
@@ -445,18 +576,42 @@ pub(super) fn truncation(k: &Keys) -> Vec<Case> {
         case("empty token", String::new(), Reason::Malformed),
         case("one segment", h.to_owned(), Reason::Malformed),
         case("`h.`", format!("{h}."), Reason::Malformed),
-        case("`h.p.s.x` (four segments)", format!("{token}.{s}"), Reason::Malformed),
+        case(
+            "`h.p.s.x` (four segments)",
+            format!("{token}.{s}"),
+            Reason::Malformed,
+        ),
         case("trailing dot", format!("{token}."), Reason::Malformed),
         case("empty header", format!(".{p}.{s}"), Reason::Malformed),
         case("empty payload", format!("{h}..{s}"), Reason::Malformed),
         case("`..`", "..".to_owned(), Reason::Malformed),
-        case("header cut in half", format!("{}.{p}.{s}", &h[..h.len() / 2]), Reason::Malformed),
-        case("payload cut in half", format!("{h}.{}.{s}", &p[..p.len() / 2]), Reason::Malformed),
-        case("payload cut by one character", format!("{h}.{}.{s}", &p[..p.len() - 1]), Reason::Malformed),
+        case(
+            "header cut in half",
+            format!("{}.{p}.{s}", &h[..h.len() / 2]),
+            Reason::Malformed,
+        ),
+        case(
+            "payload cut in half",
+            format!("{h}.{}.{s}", &p[..p.len() / 2]),
+            Reason::Malformed,
+        ),
+        case(
+            "payload cut by one character",
+            format!("{h}.{}.{s}", &p[..p.len() - 1]),
+            Reason::Malformed,
+        ),
         // 341 characters is not a valid base64url length.
-        case("signature cut by one character", format!("{h}.{p}.{}", &s[..341]), Reason::Malformed),
+        case(
+            "signature cut by one character",
+            format!("{h}.{p}.{}", &s[..341]),
+            Reason::Malformed,
+        ),
         // 340 characters decode to 255 bytes, which do not verify.
-        case("signature cut by two characters", format!("{h}.{p}.{}", &s[..340]), Reason::BadSignature),
+        case(
+            "signature cut by two characters",
+            format!("{h}.{p}.{}", &s[..340]),
+            Reason::BadSignature,
+        ),
         case("trailing newline", format!("{token}\n"), Reason::Malformed),
         case("leading space", format!(" {token}"), Reason::Malformed),
         case("space inside", format!("{h}. {p}.{s}"), Reason::Malformed),
@@ -475,7 +630,10 @@ pub(super) fn base64(k: &Keys) -> Vec<Case> {
     // unused bits that must be zero. Setting one gives a second spelling of the same bytes.
     let last = s.as_bytes()[s.len() - 1];
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let value = alphabet.iter().position(|&c| c == last).expect("base64url char");
+    let value = alphabet
+        .iter()
+        .position(|&c| c == last)
+        .expect("base64url char");
     assert_eq!(value & 0x0f, 0, "canonical encoding");
     let non_canonical = format!("{}{}", &s[..s.len() - 1], alphabet[value | 1] as char);
     let header_json = |text: &str| {
@@ -483,20 +641,68 @@ pub(super) fn base64(k: &Keys) -> Vec<Case> {
         sign_input(&k.rs.key, "RS256", &input)
     };
     vec![
-        case("header with `=` padding", format!("{h}==.{p}.{s}"), Reason::Malformed),
-        case("header in the standard alphabet (`+`)", format!("{std_alphabet}.{p}.{s}"), Reason::Malformed),
+        case(
+            "header with `=` padding",
+            format!("{h}==.{p}.{s}"),
+            Reason::Malformed,
+        ),
+        case(
+            "header in the standard alphabet (`+`)",
+            format!("{std_alphabet}.{p}.{s}"),
+            Reason::Malformed,
+        ),
         case("header `%%%`", format!("%%%.{p}.{s}"), Reason::Malformed),
-        case("payload with `!`", format!("{h}.{}!.{s}", &p[..p.len() - 1]), Reason::Malformed),
-        case("payload with `=` padding", format!("{h}.{p}=.{s}"), Reason::Malformed),
-        case("signature with `=` padding", format!("{h}.{p}.{s}=="), Reason::Malformed),
-        case("signature in the standard alphabet (`/`)", format!("{h}.{p}.{slash_sig}"), Reason::Malformed),
-        case("signature with non-zero trailing bits", format!("{h}.{p}.{non_canonical}"), Reason::Malformed),
+        case(
+            "payload with `!`",
+            format!("{h}.{}!.{s}", &p[..p.len() - 1]),
+            Reason::Malformed,
+        ),
+        case(
+            "payload with `=` padding",
+            format!("{h}.{p}=.{s}"),
+            Reason::Malformed,
+        ),
+        case(
+            "signature with `=` padding",
+            format!("{h}.{p}.{s}=="),
+            Reason::Malformed,
+        ),
+        case(
+            "signature in the standard alphabet (`/`)",
+            format!("{h}.{p}.{slash_sig}"),
+            Reason::Malformed,
+        ),
+        case(
+            "signature with non-zero trailing bits",
+            format!("{h}.{p}.{non_canonical}"),
+            Reason::Malformed,
+        ),
         case("signature `***`", format!("{h}.{p}.***"), Reason::Malformed),
-        case("fullwidth dots (U+FF0E)", format!("{h}\u{ff0e}{p}\u{ff0e}{s}"), Reason::Malformed),
-        case("header is not JSON", header_json("hello"), Reason::Malformed),
-        case("header is a JSON array", header_json("[\"RS256\"]"), Reason::Malformed),
-        case("header is a JSON string", header_json("\"RS256\""), Reason::Malformed),
-        case("header is JSON null", header_json("null"), Reason::Malformed),
+        case(
+            "fullwidth dots (U+FF0E)",
+            format!("{h}\u{ff0e}{p}\u{ff0e}{s}"),
+            Reason::Malformed,
+        ),
+        case(
+            "header is not JSON",
+            header_json("hello"),
+            Reason::Malformed,
+        ),
+        case(
+            "header is a JSON array",
+            header_json("[\"RS256\"]"),
+            Reason::Malformed,
+        ),
+        case(
+            "header is a JSON string",
+            header_json("\"RS256\""),
+            Reason::Malformed,
+        ),
+        case(
+            "header is JSON null",
+            header_json("null"),
+            Reason::Malformed,
+        ),
     ]
 }
 
@@ -508,7 +714,8 @@ pub(super) fn payload_json(i: &Issuer) -> Vec<Case> {
     let iss = &i.iss;
     let jti = fresh_jti();
     let exp = NOW + 600;
-    let body = |rest: &str| format!(r#"{{"iss":"{iss}","iat":{NOW},"exp":{exp},"jti":"{jti}"{rest}}}"#);
+    let body =
+        |rest: &str| format!(r#"{{"iss":"{iss}","iat":{NOW},"exp":{exp},"jti":"{jti}"{rest}}}"#);
     let raw = |rest: &[u8]| {
         let mut v = body("").into_bytes();
         v.pop(); // the closing brace
@@ -518,23 +725,42 @@ pub(super) fn payload_json(i: &Issuer) -> Vec<Case> {
     };
     let mut cases = vec![
         // Invalid UTF-8.
-        case("invalid UTF-8 in `sub`", i.token_payload(&raw(b",\"sub\":\"\xff\xfe\"")), Reason::Malformed),
+        case(
+            "invalid UTF-8 in `sub`",
+            i.token_payload(&raw(b",\"sub\":\"\xff\xfe\"")),
+            Reason::Malformed,
+        ),
         case(
             "invalid UTF-8 in an unregistered claim",
             i.token_payload(&raw(b",\"note\":\"ok \xff\"")),
             Reason::Malformed,
         ),
-        case("invalid UTF-8 in a claim name", i.token_payload(&raw(b",\"\xff\":1")), Reason::Malformed),
-        case("overlong UTF-8 (C0 AF) in `sub`", i.token_payload(&raw(b",\"sub\":\"\xc0\xaf\"")), Reason::Malformed),
+        case(
+            "invalid UTF-8 in a claim name",
+            i.token_payload(&raw(b",\"\xff\":1")),
+            Reason::Malformed,
+        ),
+        case(
+            "overlong UTF-8 (C0 AF) in `sub`",
+            i.token_payload(&raw(b",\"sub\":\"\xc0\xaf\"")),
+            Reason::Malformed,
+        ),
         case(
             "UTF-8-encoded surrogate (ED A0 80) in `sub`",
             i.token_payload(&raw(b",\"sub\":\"\xed\xa0\x80\"")),
             Reason::Malformed,
         ),
-        case("lone surrogate escape in `sub`", i.token_payload(&raw(b",\"sub\":\"\\ud800\"")), Reason::Malformed),
+        case(
+            "lone surrogate escape in `sub`",
+            i.token_payload(&raw(b",\"sub\":\"\\ud800\"")),
+            Reason::Malformed,
+        ),
         case(
             "invalid UTF-8 in the header's kid",
-            i.token_raw(b"{\"alg\":\"HS256\",\"kid\":\"hs-\xff\"}", body("").as_bytes()),
+            i.token_raw(
+                b"{\"alg\":\"HS256\",\"kid\":\"hs-\xff\"}",
+                body("").as_bytes(),
+            ),
             Reason::Malformed,
         ),
         case(
@@ -543,24 +769,74 @@ pub(super) fn payload_json(i: &Issuer) -> Vec<Case> {
             Reason::Malformed,
         ),
         // Not a JSON object, or not JSON.
-        case("payload is not JSON", i.token_payload(b"hello"), Reason::Malformed),
-        case("payload is a JSON array", i.token_payload(b"[]"), Reason::Malformed),
-        case("payload is a JSON string", i.token_payload(b"\"claims\""), Reason::Malformed),
-        case("payload is JSON null", i.token_payload(b"null"), Reason::Malformed),
-        case("trailing garbage after the payload", i.token_payload(format!("{} x", body("")).as_bytes()), Reason::Malformed),
-        case("two payload objects", i.token_payload(format!("{0}{0}", body("")).as_bytes()), Reason::Malformed),
-        case("trailing comma", i.token_payload(body(",").as_bytes()), Reason::Malformed),
-        case("NaN as a value", i.token_payload(body(r#","x":NaN"#).as_bytes()), Reason::Malformed),
-        case("a comment", i.token_payload(body(r#"/* hi */"#).as_bytes()), Reason::Malformed),
+        case(
+            "payload is not JSON",
+            i.token_payload(b"hello"),
+            Reason::Malformed,
+        ),
+        case(
+            "payload is a JSON array",
+            i.token_payload(b"[]"),
+            Reason::Malformed,
+        ),
+        case(
+            "payload is a JSON string",
+            i.token_payload(b"\"claims\""),
+            Reason::Malformed,
+        ),
+        case(
+            "payload is JSON null",
+            i.token_payload(b"null"),
+            Reason::Malformed,
+        ),
+        case(
+            "trailing garbage after the payload",
+            i.token_payload(format!("{} x", body("")).as_bytes()),
+            Reason::Malformed,
+        ),
+        case(
+            "two payload objects",
+            i.token_payload(format!("{0}{0}", body("")).as_bytes()),
+            Reason::Malformed,
+        ),
+        case(
+            "trailing comma",
+            i.token_payload(body(",").as_bytes()),
+            Reason::Malformed,
+        ),
+        case(
+            "NaN as a value",
+            i.token_payload(body(r#","x":NaN"#).as_bytes()),
+            Reason::Malformed,
+        ),
+        case(
+            "a comment",
+            i.token_payload(body(r#"/* hi */"#).as_bytes()),
+            Reason::Malformed,
+        ),
         // Deep nesting (parser stack exhaustion); sized to stay under the 8 KiB bound.
         case(
             "2500-deep arrays in an unregistered claim",
-            i.token_payload(body(&format!(r#","deep":{}{}"#, "[".repeat(2500), "]".repeat(2500))).as_bytes()),
+            i.token_payload(
+                body(&format!(
+                    r#","deep":{}{}"#,
+                    "[".repeat(2500),
+                    "]".repeat(2500)
+                ))
+                .as_bytes(),
+            ),
             Reason::Malformed,
         ),
         case(
             "900-deep objects in an unregistered claim",
-            i.token_payload(body(&format!(r#","deep":{}1{}"#, r#"{"a":"#.repeat(900), "}".repeat(900))).as_bytes()),
+            i.token_payload(
+                body(&format!(
+                    r#","deep":{}1{}"#,
+                    r#"{"a":"#.repeat(900),
+                    "}".repeat(900)
+                ))
+                .as_bytes(),
+            ),
             Reason::Malformed,
         ),
         case(
@@ -571,14 +847,26 @@ pub(super) fn payload_json(i: &Issuer) -> Vec<Case> {
         case(
             "2000-deep arrays in a header member",
             i.token_raw(
-                format!(r#"{{"alg":"HS256","kid":"hs-1","x":{}{}}}"#, "[".repeat(2000), "]".repeat(2000)).as_bytes(),
+                format!(
+                    r#"{{"alg":"HS256","kid":"hs-1","x":{}{}}}"#,
+                    "[".repeat(2000),
+                    "]".repeat(2000)
+                )
+                .as_bytes(),
                 body("").as_bytes(),
             ),
             Reason::Malformed,
         ),
         case_any(
             "2500-deep arrays in `aud`",
-            i.token_payload(body(&format!(r#","aud":{}{}"#, "[".repeat(2500), "]".repeat(2500))).as_bytes()),
+            i.token_payload(
+                body(&format!(
+                    r#","aud":{}{}"#,
+                    "[".repeat(2500),
+                    "]".repeat(2500)
+                ))
+                .as_bytes(),
+            ),
             &[Reason::Malformed, Reason::InvalidClaim],
         ),
         // Duplicate members: parsers disagree on which one wins, so none may.
@@ -592,8 +880,16 @@ pub(super) fn payload_json(i: &Issuer) -> Vec<Case> {
             i.token_payload(body(&format!(r#","\u0069ss":"{iss}""#)).as_bytes()),
             Reason::Malformed,
         ),
-        case("duplicate `exp`", i.token_payload(body(&format!(r#","exp":{}"#, NOW + 60)).as_bytes()), Reason::Malformed),
-        case("duplicate `jti`", i.token_payload(body(r#","jti":"other""#).as_bytes()), Reason::Malformed),
+        case(
+            "duplicate `exp`",
+            i.token_payload(body(&format!(r#","exp":{}"#, NOW + 60)).as_bytes()),
+            Reason::Malformed,
+        ),
+        case(
+            "duplicate `jti`",
+            i.token_payload(body(r#","jti":"other""#).as_bytes()),
+            Reason::Malformed,
+        ),
         case(
             "duplicate `sub`",
             i.token_payload(body(r#","sub":"alice","sub":"admin""#).as_bytes()),
@@ -606,17 +902,27 @@ pub(super) fn payload_json(i: &Issuer) -> Vec<Case> {
         ),
         case(
             "duplicate `alg` in the header",
-            i.token_raw(br#"{"alg":"HS256","alg":"none","kid":"hs-1"}"#, body("").as_bytes()),
+            i.token_raw(
+                br#"{"alg":"HS256","alg":"none","kid":"hs-1"}"#,
+                body("").as_bytes(),
+            ),
             Reason::Malformed,
         ),
         case(
             "duplicate `kid` in the header",
-            i.token_raw(br#"{"alg":"HS256","kid":"hs-1","kid":"other"}"#, body("").as_bytes()),
+            i.token_raw(
+                br#"{"alg":"HS256","kid":"hs-1","kid":"other"}"#,
+                body("").as_bytes(),
+            ),
             Reason::Malformed,
         ),
     ];
     // The same body, well-formed, is accepted: the cases above fail for their fault only.
-    cases.push(case("control: the well-formed body", i.token_payload(body(r#","sub":"alice""#).as_bytes()), Reason::Ok));
+    cases.push(case(
+        "control: the well-formed body",
+        i.token_payload(body(r#","sub":"alice""#).as_bytes()),
+        Reason::Ok,
+    ));
     cases
 }
 
@@ -632,16 +938,33 @@ pub(super) fn claims(k: &Keys) -> Vec<Case> {
         c[b.0] = b.1;
         i.token(&c)
     };
-    let hs_kid_as_hs2 = hs.token(&json!({"iss": k.hs2.iss, "iat": NOW, "exp": NOW + 600, "jti": fresh_jti()}));
+    let hs_kid_as_hs2 =
+        hs.token(&json!({"iss": k.hs2.iss, "iat": NOW, "exp": NOW + 600, "jti": fresh_jti()}));
     let hs_no_kid_as_hs2 = hs.token_with_header(
         &json!({"alg": "HS256"}),
         &json!({"iss": k.hs2.iss, "iat": NOW, "exp": NOW + 600, "jti": fresh_jti()}),
     );
     vec![
-        case("control: valid RS256", rs.token(&rs.claims(NOW)), Reason::Ok),
-        case("control: valid ES256 with aud", es.token(&es.claims(NOW)), Reason::Ok),
-        case("control: valid HS256", hs.token(&hs.claims(NOW)), Reason::Ok),
-        case("control: valid EdDSA", k.ed.token(&k.ed.claims(NOW)), Reason::Ok),
+        case(
+            "control: valid RS256",
+            rs.token(&rs.claims(NOW)),
+            Reason::Ok,
+        ),
+        case(
+            "control: valid ES256 with aud",
+            es.token(&es.claims(NOW)),
+            Reason::Ok,
+        ),
+        case(
+            "control: valid HS256",
+            hs.token(&hs.claims(NOW)),
+            Reason::Ok,
+        ),
+        case(
+            "control: valid EdDSA",
+            k.ed.token(&k.ed.claims(NOW)),
+            Reason::Ok,
+        ),
         case(
             "control: `Bearer ` prefix",
             format!("Bearer {}", hs.token(&hs.claims(NOW))),
@@ -652,35 +975,91 @@ pub(super) fn claims(k: &Keys) -> Vec<Case> {
             with2(rs, ("exp", json!(NOW - 3600)), ("iat", json!(NOW - 4000))),
             Reason::Expired,
         ),
-        case("exp 31 s ago (leeway 30 s)", with2(rs, ("exp", json!(NOW - 31)), ("iat", json!(NOW - 600))), Reason::Expired),
-        case("exp 30 s ago (within leeway)", with2(rs, ("exp", json!(NOW - 30)), ("iat", json!(NOW - 600))), Reason::Ok),
-        case("exp as a fraction", with(rs, "exp", Some(json!(NOW as f64 + 600.5))), Reason::Ok),
-        case("nbf in an hour", with(rs, "nbf", Some(json!(NOW + 3600))), Reason::NotYetValid),
-        case("nbf in 31 s", with(rs, "nbf", Some(json!(NOW + 31))), Reason::NotYetValid),
-        case("nbf in 30 s (within leeway)", with(rs, "nbf", Some(json!(NOW + 30))), Reason::Ok),
+        case(
+            "exp 31 s ago (leeway 30 s)",
+            with2(rs, ("exp", json!(NOW - 31)), ("iat", json!(NOW - 600))),
+            Reason::Expired,
+        ),
+        case(
+            "exp 30 s ago (within leeway)",
+            with2(rs, ("exp", json!(NOW - 30)), ("iat", json!(NOW - 600))),
+            Reason::Ok,
+        ),
+        case(
+            "exp as a fraction",
+            with(rs, "exp", Some(json!(NOW as f64 + 600.5))),
+            Reason::Ok,
+        ),
+        case(
+            "nbf in an hour",
+            with(rs, "nbf", Some(json!(NOW + 3600))),
+            Reason::NotYetValid,
+        ),
+        case(
+            "nbf in 31 s",
+            with(rs, "nbf", Some(json!(NOW + 31))),
+            Reason::NotYetValid,
+        ),
+        case(
+            "nbf in 30 s (within leeway)",
+            with(rs, "nbf", Some(json!(NOW + 30))),
+            Reason::Ok,
+        ),
         case(
             "iat in an hour",
             with2(rs, ("iat", json!(NOW + 3600)), ("exp", json!(NOW + 4000))),
             Reason::NotYetValid,
         ),
-        case("aud names another audience", with(es, "aud", Some(json!("other"))), Reason::AudienceMismatch),
-        case("aud differs in case", with(es, "aud", Some(json!("API"))), Reason::AudienceMismatch),
-        case("aud list without the audience", with(es, "aud", Some(json!(["other", "web"]))), Reason::AudienceMismatch),
-        case("aud list with the audience", with(es, "aud", Some(json!(["other", "api"]))), Reason::Ok),
-        case("aud missing where audiences are set", with(es, "aud", None), Reason::MissingClaim),
-        case("aud: [] where audiences are set", with(es, "aud", Some(json!([]))), Reason::MissingClaim),
+        case(
+            "aud names another audience",
+            with(es, "aud", Some(json!("other"))),
+            Reason::AudienceMismatch,
+        ),
+        case(
+            "aud differs in case",
+            with(es, "aud", Some(json!("API"))),
+            Reason::AudienceMismatch,
+        ),
+        case(
+            "aud list without the audience",
+            with(es, "aud", Some(json!(["other", "web"]))),
+            Reason::AudienceMismatch,
+        ),
+        case(
+            "aud list with the audience",
+            with(es, "aud", Some(json!(["other", "api"]))),
+            Reason::Ok,
+        ),
+        case(
+            "aud missing where audiences are set",
+            with(es, "aud", None),
+            Reason::MissingClaim,
+        ),
+        case(
+            "aud: [] where audiences are set",
+            with(es, "aud", Some(json!([]))),
+            Reason::MissingClaim,
+        ),
         case("exp missing", with(rs, "exp", None), Reason::MissingClaim),
         case("jti missing", with(rs, "jti", None), Reason::MissingClaim),
-        case("jti empty", with(rs, "jti", Some(json!(""))), Reason::MissingClaim),
+        case(
+            "jti empty",
+            with(rs, "jti", Some(json!(""))),
+            Reason::MissingClaim,
+        ),
         case(
             "lifetime 1 h + 1 s (max 1 h)",
             with2(rs, ("iat", json!(NOW)), ("exp", json!(NOW + 3601))),
             Reason::LifetimeTooLong,
         ),
-        case("lifetime exactly 1 h", with2(rs, ("iat", json!(NOW)), ("exp", json!(NOW + 3600))), Reason::Ok),
+        case(
+            "lifetime exactly 1 h",
+            with2(rs, ("iat", json!(NOW)), ("exp", json!(NOW + 3600))),
+            Reason::Ok,
+        ),
         case(
             "no iat, exp in 2 h (max 1 h)",
-            i_without_iat(rs, NOW + 7200),
+            without_iat(rs, NOW + 7200),
             Reason::LifetimeTooLong,
         ),
         case(
@@ -693,8 +1072,16 @@ pub(super) fn claims(k: &Keys) -> Vec<Case> {
             with(hs, "iss", Some(json!("https://hs.example/"))),
             Reason::IssuerUnknown,
         ),
-        case("iss in upper case", with(hs, "iss", Some(json!("HTTPS://HS.EXAMPLE"))), Reason::IssuerUnknown),
-        case("iss of another issuer, signed by this issuer's kid", hs_kid_as_hs2, Reason::UnknownKey),
+        case(
+            "iss in upper case",
+            with(hs, "iss", Some(json!("HTTPS://HS.EXAMPLE"))),
+            Reason::IssuerUnknown,
+        ),
+        case(
+            "iss of another issuer, signed by this issuer's kid",
+            hs_kid_as_hs2,
+            Reason::UnknownKey,
+        ),
         case_any(
             "iss of another issuer, signed by this issuer's key, no kid",
             hs_no_kid_as_hs2,
@@ -704,12 +1091,16 @@ pub(super) fn claims(k: &Keys) -> Vec<Case> {
         case_any(
             "iss missing (several issuers)",
             with(hs, "iss", None),
-            &[Reason::MissingClaim, Reason::Malformed, Reason::IssuerUnknown],
+            &[
+                Reason::MissingClaim,
+                Reason::Malformed,
+                Reason::IssuerUnknown,
+            ],
         ),
     ]
 }
 
-fn i_without_iat(i: &Issuer, exp: i64) -> String {
+fn without_iat(i: &Issuer, exp: i64) -> String {
     let mut c = claims_with(i, "iat", None);
     c["exp"] = json!(exp);
     i.token(&c)
@@ -725,7 +1116,11 @@ pub(super) fn single_issuer_claims(i: &Issuer) -> Vec<Case> {
             i.token(&claims_with(i, "iss", Some(json!("https://other.example")))),
             Reason::IssuerUnknown,
         ),
-        case("iss missing", i.token(&claims_with(i, "iss", None)), Reason::MissingClaim),
+        case(
+            "iss missing",
+            i.token(&claims_with(i, "iss", None)),
+            Reason::MissingClaim,
+        ),
         case(
             "payload cut by one character (signature no longer matches)",
             {

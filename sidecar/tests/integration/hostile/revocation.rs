@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use denylist_proto::pb::{self, Reason, RuleKind};
 use serde_json::json;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use super::one_issuer;
-use crate::harness::{EVENTUALLY, Issuer, SidecarBuilder, START_SECS, TestKey, reason_name, toml_str, within};
+use crate::harness::{
+    EVENTUALLY, Issuer, START_SECS, SidecarBuilder, TestKey, reason_name, toml_str, within,
+};
 
 fn hs_issuer() -> Issuer {
     Issuer::new("https://hs.example", "HS256", TestKey::hmac(Some("hs-1")))
@@ -26,7 +30,9 @@ async fn revoked_jti_gets_revoked_with_the_event_id() {
     let jti = claims["jti"].as_str().expect("jti").to_owned();
     let token = hs.token(&claims);
     let bystander = hs.token(&hs.claims(START_SECS));
-    sidecar.assert_reason(&token, Reason::Ok, "before the revocation").await;
+    sidecar
+        .assert_reason(&token, Reason::Ok, "before the revocation")
+        .await;
 
     sidecar.write_revocations(&[sidecar.revoke_event("e1", "jti", &hs.iss, &[&jti])]);
     let r = sidecar.wait_for_reason(&token, Reason::Revoked).await;
@@ -37,9 +43,15 @@ async fn revoked_jti_gets_revoked_with_the_event_id() {
     assert_eq!(revocation.kind, RuleKind::Jti as i32);
     assert_eq!(revocation.issuer, hs.iss);
     assert_eq!(revocation.target, jti);
-    let claims = r.claims.expect("a revoked token's signature held: claims come back");
+    let claims = r
+        .claims
+        .expect("a revoked token's signature held: claims come back");
     assert_eq!(claims.jti, jti);
-    assert!(r.denylist_sequence >= 2, "the reload is a new generation: {}", r.denylist_sequence);
+    assert!(
+        r.denylist_sequence >= 2,
+        "the reload is a new generation: {}",
+        r.denylist_sequence
+    );
     sidecar
         .assert_reason(&bystander, Reason::Ok, "another token of the same issuer")
         .await;
@@ -53,8 +65,12 @@ async fn revocation_is_checked_on_cache_hits() {
     let jti = claims["jti"].as_str().expect("jti").to_owned();
     let token = hs.token(&claims);
     // Twice: the second answer comes from the verified-token cache.
-    sidecar.assert_reason(&token, Reason::Ok, "first Verify").await;
-    sidecar.assert_reason(&token, Reason::Ok, "second Verify (cached)").await;
+    sidecar
+        .assert_reason(&token, Reason::Ok, "first Verify")
+        .await;
+    sidecar
+        .assert_reason(&token, Reason::Ok, "second Verify (cached)")
+        .await;
 
     sidecar.write_revocations(&[sidecar.revoke_event("e1", "jti", &hs.iss, &[&jti])]);
     sidecar.wait_for_sequence(2).await;
@@ -62,7 +78,11 @@ async fn revocation_is_checked_on_cache_hits() {
     // The very next answer, and every one after, is REVOKED.
     for attempt in 1..=3 {
         let r = sidecar
-            .assert_reason(&token, Reason::Revoked, &format!("Verify #{attempt} after the revocation"))
+            .assert_reason(
+                &token,
+                Reason::Revoked,
+                &format!("Verify #{attempt} after the revocation"),
+            )
             .await;
         assert_eq!(r.revocation.map(|x| x.event_id).as_deref(), Some("e1"));
     }
@@ -75,14 +95,24 @@ async fn cached_token_is_not_accepted_after_it_expires() {
     let mut claims = hs.claims(START_SECS);
     claims["exp"] = json!(START_SECS + 60);
     let token = hs.token(&claims);
-    sidecar.assert_reason(&token, Reason::Ok, "first Verify").await;
-    sidecar.assert_reason(&token, Reason::Ok, "second Verify (cached)").await;
+    sidecar
+        .assert_reason(&token, Reason::Ok, "first Verify")
+        .await;
+    sidecar
+        .assert_reason(&token, Reason::Ok, "second Verify (cached)")
+        .await;
     // exp + leeway (30 s) is the last accepted second.
     sidecar.clock.set_ms((START_SECS + 90) * 1000);
-    sidecar.assert_reason(&token, Reason::Ok, "at exp + leeway").await;
+    sidecar
+        .assert_reason(&token, Reason::Ok, "at exp + leeway")
+        .await;
     sidecar.clock.set_ms((START_SECS + 91) * 1000);
     sidecar
-        .assert_reason(&token, Reason::Expired, "one second after exp + leeway (cached before)")
+        .assert_reason(
+            &token,
+            Reason::Expired,
+            "one second after exp + leeway (cached before)",
+        )
         .await;
 }
 
@@ -115,28 +145,54 @@ async fn check_answers_for_a_revoked_subject() {
     assert!(revoked.denylist_sequence >= 2);
 
     for (what, request, expected) in [
-        ("issued at the cut-off second", check("mallory", &hs.iss, Some(cutoff)), true),
-        ("issued after the cut-off", check("mallory", &hs.iss, Some(cutoff + 1)), false),
+        (
+            "issued at the cut-off second",
+            check("mallory", &hs.iss, Some(cutoff)),
+            true,
+        ),
+        (
+            "issued after the cut-off",
+            check("mallory", &hs.iss, Some(cutoff + 1)),
+            false,
+        ),
         ("no iat: fails safe", check("mallory", &hs.iss, None), true),
-        ("another subject", check("alice", &hs.iss, Some(cutoff - 60)), false),
-        ("same subject, another issuer", check("mallory", "https://other.example", Some(cutoff - 60)), false),
+        (
+            "another subject",
+            check("alice", &hs.iss, Some(cutoff - 60)),
+            false,
+        ),
+        (
+            "same subject, another issuer",
+            check("mallory", "https://other.example", Some(cutoff - 60)),
+            false,
+        ),
     ] {
         let r = sidecar.check(request).await.expect("Check");
         assert_eq!(r.revoked, expected, "Check, {what}");
-        assert_eq!(r.revocation.is_some(), expected, "Check, {what}: the rule is named iff revoked");
+        assert_eq!(
+            r.revocation.is_some(),
+            expected,
+            "Check, {what}: the rule is named iff revoked"
+        );
     }
 
     // Verify agrees: mallory's old token is revoked; one issued after the cut-off is not.
     let mut old = hs.claims(START_SECS);
     old["sub"] = json!("mallory");
     old["iat"] = json!(cutoff - 60);
-    let r = sidecar.assert_reason(&hs.token(&old), Reason::Revoked, "mallory's old token").await;
+    let r = sidecar
+        .assert_reason(&hs.token(&old), Reason::Revoked, "mallory's old token")
+        .await;
     assert_eq!(r.revocation.map(|x| x.kind), Some(RuleKind::Subject as i32));
     sidecar.clock.set_ms((START_SECS + 10) * 1000);
     let mut new = hs.claims(START_SECS + 10);
     new["sub"] = json!("mallory");
     sidecar
-        .assert_reason(&hs.token(&new), Reason::Ok, "mallory's token issued after the cut-off")
+        .assert_reason(
+            &hs.token(&new),
+            Reason::Ok,
+            "mallory's token issued after the cut-off",
+        )
         .await;
 }
 
@@ -146,10 +202,15 @@ async fn key_rule_revokes_every_token_of_the_key_and_lift_withdraws_it() {
     let sidecar = one_issuer(&hs).await;
     let token = hs.token(&hs.claims(START_SECS));
     let key_rule = sidecar.revoke_event("k1", "key", &hs.iss, &["hs-1"]);
-    sidecar.write_revocations(&[key_rule.clone()]);
+    sidecar.write_revocations(std::slice::from_ref(&key_rule));
     sidecar.wait_for_sequence(2).await;
-    let r = sidecar.assert_reason(&token, Reason::Revoked, "token of a revoked key").await;
-    assert_eq!(r.revocation.map(|x| (x.kind, x.event_id)), Some((RuleKind::Key as i32, "k1".to_owned())));
+    let r = sidecar
+        .assert_reason(&token, Reason::Revoked, "token of a revoked key")
+        .await;
+    assert_eq!(
+        r.revocation.map(|x| (x.kind, x.event_id)),
+        Some((RuleKind::Key as i32, "k1".to_owned()))
+    );
 
     let lift = json!({
         "event_id": "l1",
@@ -159,7 +220,9 @@ async fn key_rule_revokes_every_token_of_the_key_and_lift_withdraws_it() {
     });
     sidecar.write_revocations(&[key_rule, lift]);
     sidecar.wait_for_sequence(3).await;
-    sidecar.assert_reason(&token, Reason::Ok, "after the lift").await;
+    sidecar
+        .assert_reason(&token, Reason::Ok, "after the lift")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +236,11 @@ async fn check_refuses_malformed_requests_and_keeps_serving() {
         })
         .await
         .expect_err("`issuer` is required");
-    assert_eq!(no_issuer.code(), tonic::Code::InvalidArgument, "{no_issuer:?}");
+    assert_eq!(
+        no_issuer.code(),
+        tonic::Code::InvalidArgument,
+        "{no_issuer:?}"
+    );
     let long = sidecar
         .check(pb::CheckRequest {
             issuer: hs.iss.clone(),
@@ -193,15 +260,27 @@ async fn check_refuses_malformed_requests_and_keeps_serving() {
         .expect("a well-formed Check");
     assert!(!fine.revoked);
     sidecar
-        .assert_reason(&hs.token(&hs.claims(START_SECS)), Reason::Ok, "after bad Checks")
+        .assert_reason(
+            &hs.token(&hs.claims(START_SECS)),
+            Reason::Ok,
+            "after bad Checks",
+        )
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_readiness_issuers_keys_and_denylist() {
     let hs = hs_issuer();
-    let ed = Issuer::new("https://ed.example", "EdDSA", TestKey::ed25519(Some("ed-1")));
-    let es = Issuer::new("https://es.example", "ES256", TestKey::ec_p256(Some("es-1")));
+    let ed = Issuer::new(
+        "https://ed.example",
+        "EdDSA",
+        TestKey::ed25519(Some("ed-1")),
+    );
+    let es = Issuer::new(
+        "https://es.example",
+        "ES256",
+        TestKey::ec_p256(Some("es-1")),
+    );
     let builder = SidecarBuilder::new();
     let jwks = builder.dir().join("es.jwks.json");
     std::fs::write(&jwks, json!({"keys": [es.key.public_jwk()]}).to_string()).expect("write JWKS");
@@ -225,7 +304,11 @@ async fn status_reports_readiness_issuers_keys_and_denylist() {
     assert_eq!(s.denylist_sequence, 1, "the first load of the file");
     assert_eq!(s.entries, 0);
     assert_eq!(s.keys, 3, "one key per issuer");
-    let issuers: Vec<_> = s.issuers.iter().map(|i| (i.issuer.as_str(), i.source.as_str(), i.keys)).collect();
+    let issuers: Vec<_> = s
+        .issuers
+        .iter()
+        .map(|i| (i.issuer.as_str(), i.source.as_str(), i.keys))
+        .collect();
     assert_eq!(
         issuers,
         [
@@ -242,7 +325,11 @@ async fn status_reports_readiness_issuers_keys_and_denylist() {
     }
     // The JWKS-file issuer verifies.
     sidecar
-        .assert_reason(&es.token(&es.claims(START_SECS)), Reason::Ok, "ES256 via jwks_file")
+        .assert_reason(
+            &es.token(&es.claims(START_SECS)),
+            Reason::Ok,
+            "ES256 via jwks_file",
+        )
         .await;
 
     sidecar.write_revocations(&[sidecar.revoke_event("e1", "jti", &hs.iss, &["a", "b"])]);
@@ -287,6 +374,9 @@ async fn in_process_shutdown_returns_ok_and_removes_the_socket() {
     let r = sidecar.verify(&hs.token(&hs.claims(START_SECS))).await;
     assert_eq!(reason_name(r.reason), "REASON_OK");
     assert!(socket.exists());
-    sidecar.stop().await.expect("App::run returns Ok after shutdown");
+    sidecar
+        .stop()
+        .await
+        .expect("App::run returns Ok after shutdown");
     assert!(!socket.exists(), "the socket file is removed on shutdown");
 }
