@@ -20,3 +20,5 @@ mod harness;
 mod hostile;
 #[path = "integration/rfc_vectors.rs"]
 mod rfc_vectors;
+#[path = "integration/watch.rs"]
+mod watch;

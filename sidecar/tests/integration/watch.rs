@@ -1,0 +1,74 @@
+//! `Watch` through the real gRPC server: a long-lived stream that delivers a notice
+//! when a revocation matching the watched token (or subject) is applied.
+
+use denylist_proto::pb::{self, RuleKind};
+use futures::StreamExt as _;
+
+use crate::harness::{Issuer, START_SECS, SidecarBuilder, TestKey, within};
+
+fn issuer() -> Issuer {
+    Issuer::new("https://watch.example", "HS256", TestKey::hmac(Some("k1")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_token_is_notified_when_its_subject_is_revoked() {
+    let iss = issuer();
+    let sidecar = SidecarBuilder::new().issuer(&iss, "").start().await;
+    let token = iss.token(&iss.claims(START_SECS));
+    let mut client = sidecar.client();
+    let mut notices = within(
+        "Watch starts",
+        client.watch(pb::WatchRequest {
+            token: token.clone(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("Watch accepts a valid token")
+    .into_inner();
+
+    // A revocation of someone else does not notify.
+    sidecar.write_revocations(&[sidecar.revoke_event("other", "subject", &iss.iss, &["bob"])]);
+    sidecar.wait_for_sequence(2).await;
+    sidecar.write_revocations(&[
+        sidecar.revoke_event("other", "subject", &iss.iss, &["bob"]),
+        sidecar.revoke_event("takeover", "subject", &iss.iss, &["alice"]),
+    ]);
+    let notice = within("a notice arrives", notices.next())
+        .await
+        .expect("the stream yields")
+        .expect("a notice, not an error");
+    let revocation = notice.revocation.expect("the matching rule");
+    assert_eq!(revocation.event_id, "takeover");
+    assert_eq!(revocation.kind, RuleKind::Subject as i32);
+    assert_eq!(revocation.target, "alice");
+    assert!(notice.denylist_sequence >= 3);
+    // One notice, then the stream ends.
+    assert!(within("the stream ends", notices.next()).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_refuses_an_invalid_token_and_an_empty_request() {
+    let iss = issuer();
+    let sidecar = SidecarBuilder::new().issuer(&iss, "").start().await;
+    let mut client = sidecar.client();
+    let err = within(
+        "Watch answers",
+        client.watch(pb::WatchRequest {
+            token: "not.a.token".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect_err("an invalid token cannot be watched");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("REASON_MALFORMED"),
+        "{}",
+        err.message()
+    );
+    let err = within("Watch answers", client.watch(pb::WatchRequest::default()))
+        .await
+        .expect_err("nothing to watch");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
