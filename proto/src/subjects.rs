@@ -18,8 +18,6 @@ pub const LIVE_WILDCARD: &str = "denylist.v1.live.>";
 pub const LIVE_DESTINATION: &str = "denylist.v1.live.>";
 /// Fleet status requests; every sidecar answers with a `FleetMember`.
 pub const STATUS_SUBJECT: &str = "denylist.v1.status";
-/// Default key-value bucket for denylist snapshots.
-pub const DEFAULT_SNAPSHOT_BUCKET: &str = "DENYLIST_SNAPSHOTS";
 
 /// The header a republished message carries its stream sequence in.
 pub const HEADER_SEQUENCE: &str = "Nats-Sequence";

@@ -291,8 +291,6 @@ pub struct NatsConfig {
     /// Timeout of connecting and of each JetStream request. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Key-value bucket holding denylist snapshots; empty disables snapshots. Default `DENYLIST_SNAPSHOTS`.
-    pub snapshot_bucket: String,
     /// NATS credentials file (JWT + nkey seed).
     pub creds_file: Option<PathBuf>,
     /// File holding an nkey seed.
@@ -323,7 +321,6 @@ impl Default for NatsConfig {
             trusted_publishers: Vec::new(),
             heartbeat_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
-            snapshot_bucket: denylist_proto::subjects::DEFAULT_SNAPSHOT_BUCKET.to_owned(),
             creds_file: None,
             nkey_seed_file: None,
             user: None,
