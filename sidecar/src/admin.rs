@@ -32,11 +32,17 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     if s.freshness.serving() {
         (StatusCode::OK, format!("ready sequence={}\n", v.sequence))
     } else if !v.ready {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the denylist is still loading\n".to_owned())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the denylist is still loading\n".to_owned(),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: the denylist is stale (age {} ms) and the policy is fail_closed\n", v.age_ms),
+            format!(
+                "not ready: the denylist is stale (age {} ms) and the policy is fail_closed\n",
+                v.age_ms
+            ),
         )
     }
 }

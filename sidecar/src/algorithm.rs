@@ -91,12 +91,9 @@ impl Algorithm {
     pub fn family(self) -> KeyFamily {
         match self {
             Self::HS256 | Self::HS384 | Self::HS512 => KeyFamily::Hmac,
-            Self::RS256
-            | Self::RS384
-            | Self::RS512
-            | Self::PS256
-            | Self::PS384
-            | Self::PS512 => KeyFamily::Rsa,
+            Self::RS256 | Self::RS384 | Self::RS512 | Self::PS256 | Self::PS384 | Self::PS512 => {
+                KeyFamily::Rsa
+            }
             Self::ES256 => KeyFamily::EcP256,
             Self::ES384 => KeyFamily::EcP384,
             Self::EdDSA => KeyFamily::Ed25519,

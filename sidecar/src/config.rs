@@ -353,6 +353,8 @@ impl NatsConfig {
                     format!("{s:?} must start with nats://, tls://, ws:// or wss://"),
                 ));
             }
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|e| invalid(format!("nats.servers[{i}]"), format!("{s:?}: {e}")))?;
         }
         if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
             return Err(invalid(

@@ -64,7 +64,8 @@ impl Freshness {
 
     /// Records that the source was heard from just now (an event, a heartbeat, a poll).
     pub fn mark_heard(&self) {
-        self.last_heard_ms.store(self.clock.now_ms(), Ordering::Release);
+        self.last_heard_ms
+            .store(self.clock.now_ms(), Ordering::Release);
         if self.stale_reported.swap(false, Ordering::AcqRel) {
             tracing::info!("denylist is fresh again");
         }
@@ -80,7 +81,10 @@ impl Freshness {
     pub fn set_ready(&self) {
         if !self.ready.swap(true, Ordering::AcqRel) {
             self.ready_tx.send_replace(true);
-            tracing::info!(sequence = self.sequence.load(Ordering::Acquire), "denylist caught up: ready");
+            tracing::info!(
+                sequence = self.sequence.load(Ordering::Acquire),
+                "denylist caught up: ready"
+            );
         }
     }
 

@@ -60,7 +60,12 @@ fn load_config(args: &Args) -> Result<Config, config::ConfigError> {
                 .map(|p| p.display().to_string()),
         ),
     ];
-    config.apply_env(|k| flags.iter().find(|(name, _)| *name == k).and_then(|(_, v)| v.clone()))?;
+    config.apply_env(|k| {
+        flags
+            .iter()
+            .find(|(name, _)| *name == k)
+            .and_then(|(_, v)| v.clone())
+    })?;
     config
         .validate()
         .map_err(|e| Config::in_file(e, args.config.as_deref()))?;

@@ -34,6 +34,9 @@ use crate::config::NatsConfig;
 use crate::denylist::Denylist;
 use crate::freshness::Freshness;
 
+/// A catch-up that applied at least this many events rebuilds the denylist at once.
+const REBUILD_AFTER_CATCH_UP: u64 = 10_000;
+
 /// Why the follower could not make progress (all are retried).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -94,7 +97,8 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Clie
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
     options
-        .connect(config.servers.join(","))
+        // Each entry is its own server: a joined string would be read as one URL.
+        .connect(config.servers.as_slice())
         .await
         .map_err(|e| SyncError::Connect(e.to_string()))
 }
@@ -295,6 +299,15 @@ impl StreamFollower {
         }
         self.freshness.mark_heard();
         tracing::info!(from, to = self.applied, elapsed = ?started.elapsed(), "caught up with the revocation stream");
+        if self.applied - from >= REBUILD_AFTER_CATCH_UP {
+            // Fold the many small runs a long replay leaves into the compact base now,
+            // rather than at the next prune tick: lookups and memory both benefit.
+            let denylist = Arc::clone(&self.denylist);
+            if let Err(e) = tokio::task::spawn_blocking(move || denylist.prune_and_rebuild()).await
+            {
+                tracing::error!(error = %e, "denylist rebuild after catch-up failed");
+            }
+        }
         Ok(())
     }
 

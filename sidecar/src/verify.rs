@@ -142,7 +142,10 @@ impl Verifier {
             .iter()
             .filter_map(|c| {
                 let k = keys.issuer(&c.issuer)?;
-                Some((c.issuer.clone(), Arc::new(IssuerPolicy::new(c, Arc::clone(k)))))
+                Some((
+                    c.issuer.clone(),
+                    Arc::new(IssuerPolicy::new(c, Arc::clone(k))),
+                ))
             })
             .collect();
         let single = (issuers.len() == 1)
@@ -413,7 +416,10 @@ fn check_claims(issuer: &IssuerPolicy, c: &RegisteredClaims, now: i64) -> Result
     if let Some(iat) = c.iat
         && now < iat.saturating_sub(leeway)
     {
-        return Err(Rejection::new(Reason::NotYetValid, "`iat` lies in the future"));
+        return Err(Rejection::new(
+            Reason::NotYetValid,
+            "`iat` lies in the future",
+        ));
     }
     if let Some(exp) = c.exp {
         let from = c.iat.unwrap_or(now);

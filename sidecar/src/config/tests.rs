@@ -104,3 +104,33 @@ fn empty_listener_in_file_disables_it() {
     let err = Config::from_toml(&format!("[listen]\ntcp = \"nonsense\"\n{MINIMAL}")).unwrap_err();
     assert!(err.to_string().contains("tcp"), "{err}");
 }
+
+#[test]
+fn nats_mode_needs_servers_and_trusted_keys_and_names_a_bad_url() {
+    let base = MINIMAL.replace(
+        "[denylist]\nfile = \"revocations.jsonl\"",
+        "[denylist]\nsource = \"nats\"",
+    );
+    let c = Config::from_toml(&base).unwrap();
+    assert_eq!(field_of(c.validate().unwrap_err()), "nats.servers");
+    let key = "m53AbgRdXFN0hRN6eFeVepCpV9BMJtmlLcpcDZbsNOU";
+    let ok = format!(
+        "[nats]\nservers = [\"nats://a:4222\", \"nats://b:4222\"]\ntrusted_publishers = [\"{key}\"]\n{base}"
+    );
+    Config::from_toml(&ok).unwrap().validate().unwrap();
+    let bad_port = ok.replace("nats://b:4222", "nats://b:99999");
+    assert_eq!(
+        field_of(
+            Config::from_toml(&bad_port)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        ),
+        "nats.servers[1]"
+    );
+    let no_keys = ok.replace(&format!("\"{key}\""), "");
+    assert_eq!(
+        field_of(Config::from_toml(&no_keys).unwrap().validate().unwrap_err()),
+        "nats.trusted_publishers"
+    );
+}

@@ -92,7 +92,9 @@ fn sub_token<'a>(issuer: &'a str, subject: &'a str, issued_at: Option<i64>) -> T
 }
 
 fn revoked_by(d: &Denylist, token: &TokenFacts<'_>) -> Option<String> {
-    let exact = d.is_revoked_exact_only(token).map(|r| r.event_id.to_string());
+    let exact = d
+        .is_revoked_exact_only(token)
+        .map(|r| r.event_id.to_string());
     let gated = d.is_revoked(token).map(|r| r.event_id.to_string());
     assert_eq!(exact, gated, "Bloom-gated and exact lookups disagree");
     gated
@@ -110,7 +112,12 @@ fn empty_denylist_revokes_nothing() {
 #[test]
 fn jti_rule_matches_only_its_issuer_and_jti() {
     let (d, _) = denylist();
-    let applied = d.apply(&revoke_event("ev-1", RuleKind::Jti, ISS, &["jti-a", "jti-b"]));
+    let applied = d.apply(&revoke_event(
+        "ev-1",
+        RuleKind::Jti,
+        ISS,
+        &["jti-a", "jti-b"],
+    ));
     assert_eq!(
         applied,
         Applied {
@@ -123,7 +130,9 @@ fn jti_rule_matches_only_its_issuer_and_jti() {
         if rebuilt {
             assert_eq!(d.prune_and_rebuild().kept, 2);
         }
-        let hit = d.is_revoked(&jti_token(ISS, "jti-a")).expect("jti-a is revoked");
+        let hit = d
+            .is_revoked(&jti_token(ISS, "jti-a"))
+            .expect("jti-a is revoked");
         assert_eq!(
             hit,
             Revocation {
@@ -137,9 +146,16 @@ fn jti_rule_matches_only_its_issuer_and_jti() {
                 created_at_ms: T0_MS,
             }
         );
-        assert_eq!(revoked_by(&d, &jti_token(ISS, "jti-b")).as_deref(), Some("ev-1"));
+        assert_eq!(
+            revoked_by(&d, &jti_token(ISS, "jti-b")).as_deref(),
+            Some("ev-1")
+        );
         assert_eq!(revoked_by(&d, &jti_token(ISS, "jti-c")), None, "other jti");
-        assert_eq!(revoked_by(&d, &jti_token(OTHER_ISS, "jti-a")), None, "other issuer");
+        assert_eq!(
+            revoked_by(&d, &jti_token(OTHER_ISS, "jti-a")),
+            None,
+            "other issuer"
+        );
         assert_eq!(revoked_by(&d, &jti_token(ISS, "jti-")), None, "prefix");
         assert_eq!(revoked_by(&d, &jti_token(ISS, "jti-aa")), None, "extension");
         let no_jti = TokenFacts {
@@ -180,13 +196,19 @@ fn subject_rule_honours_cutoff_at_the_boundary_second() {
         assert_eq!(hit.target, "alice");
         assert_eq!(hit.cutoff, cutoff);
         assert!(revoked_by(&d, &sub_token(ISS, "alice", Some(cutoff - 1000))).is_some());
-        assert_eq!(revoked_by(&d, &sub_token(ISS, "alice", Some(cutoff + 1))), None);
+        assert_eq!(
+            revoked_by(&d, &sub_token(ISS, "alice", Some(cutoff + 1))),
+            None
+        );
         assert!(
             revoked_by(&d, &sub_token(ISS, "alice", None)).is_some(),
             "a token without iat fails safe"
         );
         assert_eq!(revoked_by(&d, &sub_token(ISS, "bob", Some(cutoff))), None);
-        assert_eq!(revoked_by(&d, &sub_token(OTHER_ISS, "alice", Some(cutoff))), None);
+        assert_eq!(
+            revoked_by(&d, &sub_token(OTHER_ISS, "alice", Some(cutoff))),
+            None
+        );
     }
 }
 
@@ -210,7 +232,9 @@ fn issuer_rule_honours_cutoff_at_the_boundary_second() {
             issued_at: iat,
             ..TokenFacts::default()
         };
-        let hit = d.is_revoked(&token(Some(cutoff))).expect("iat == cutoff is revoked");
+        let hit = d
+            .is_revoked(&token(Some(cutoff)))
+            .expect("iat == cutoff is revoked");
         assert_eq!(hit.kind, RuleKind::Issuer);
         assert_eq!(hit.target, "");
         assert_eq!(revoked_by(&d, &token(Some(cutoff + 1))), None);
@@ -238,12 +262,21 @@ fn session_rule_matches_its_sid_whatever_the_iat() {
             issued_at: iat,
             ..TokenFacts::default()
         };
-        let hit = d.is_revoked(&token(ISS, "sid-1", Some(T0 + 1000))).expect("revoked");
-        assert_eq!((hit.kind, hit.target.as_str()), (RuleKind::Session, "sid-1"));
+        let hit = d
+            .is_revoked(&token(ISS, "sid-1", Some(T0 + 1000)))
+            .expect("revoked");
+        assert_eq!(
+            (hit.kind, hit.target.as_str()),
+            (RuleKind::Session, "sid-1")
+        );
         assert!(revoked_by(&d, &token(ISS, "sid-1", None)).is_some());
         assert_eq!(revoked_by(&d, &token(ISS, "sid-2", Some(T0))), None);
         assert_eq!(revoked_by(&d, &token(OTHER_ISS, "sid-1", Some(T0))), None);
-        assert_eq!(revoked_by(&d, &jti_token(ISS, "sid-1")), None, "sid value as jti");
+        assert_eq!(
+            revoked_by(&d, &jti_token(ISS, "sid-1")),
+            None,
+            "sid value as jti"
+        );
     }
 }
 
@@ -305,16 +338,35 @@ fn expired_rule_stops_matching_before_pruning_and_is_pruned() {
         exp,
     ));
     d.apply(&revoke_event("ev-2", RuleKind::Jti, ISS, &["b"]));
-    assert_eq!(d.prune_and_rebuild(), RebuildStats { kept: 2, dropped: 0 });
+    assert_eq!(
+        d.prune_and_rebuild(),
+        RebuildStats {
+            kept: 2,
+            dropped: 0
+        }
+    );
     let token = jti_token(ISS, "a");
     // The rule outlives the token's exp by the grace, which covers verification leeway.
     clock.set_ms((exp + EXPIRY_GRACE_SECS - 1) * 1000);
     assert!(revoked_by(&d, &token).is_some());
     clock.set_ms((exp + EXPIRY_GRACE_SECS) * 1000);
-    assert_eq!(revoked_by(&d, &token), None, "expired rule matched before pruning");
-    assert!(revoked_by(&d, &jti_token(ISS, "b")).is_some(), "b lives a day");
+    assert_eq!(
+        revoked_by(&d, &token),
+        None,
+        "expired rule matched before pruning"
+    );
+    assert!(
+        revoked_by(&d, &jti_token(ISS, "b")).is_some(),
+        "b lives a day"
+    );
     assert_eq!(d.stats().entries, 2);
-    assert_eq!(d.prune_and_rebuild(), RebuildStats { kept: 1, dropped: 1 });
+    assert_eq!(
+        d.prune_and_rebuild(),
+        RebuildStats {
+            kept: 1,
+            dropped: 1
+        }
+    );
     assert_eq!(d.stats().entries, 1);
     assert_eq!(revoked_by(&d, &token), None);
     assert!(revoked_by(&d, &jti_token(ISS, "b")).is_some());
@@ -356,7 +408,13 @@ fn expiry_derives_from_issuer_max_lifetime() {
     assert!(revoked_by(&d, &jti_token(SHORT_ISS, "a")).is_some());
     clock.set_ms((T0 + SHORT_LIFETIME + EXPIRY_GRACE_SECS) * 1000);
     assert_eq!(revoked_by(&d, &jti_token(SHORT_ISS, "a")), None);
-    assert_eq!(d.prune_and_rebuild(), RebuildStats { kept: 2, dropped: 2 });
+    assert_eq!(
+        d.prune_and_rebuild(),
+        RebuildStats {
+            kept: 2,
+            dropped: 2
+        }
+    );
 
     clock.set_ms((T0 + DEFAULT_LIFETIME + EXPIRY_GRACE_SECS - 1) * 1000);
     assert!(revoked_by(&d, &sid).is_some());
@@ -364,8 +422,17 @@ fn expiry_derives_from_issuer_max_lifetime() {
     assert_eq!(revoked_by(&d, &sid), None);
 
     clock.set_ms((T0 + 10 * 365 * 86_400) * 1000);
-    assert_eq!(d.prune_and_rebuild(), RebuildStats { kept: 1, dropped: 1 });
-    assert!(revoked_by(&d, &kid).is_some(), "a key rule lasts until lifted");
+    assert_eq!(
+        d.prune_and_rebuild(),
+        RebuildStats {
+            kept: 1,
+            dropped: 1
+        }
+    );
+    assert!(
+        revoked_by(&d, &kid).is_some(),
+        "a key rule lasts until lifted"
+    );
 }
 
 #[test]
@@ -411,11 +478,23 @@ fn lift_is_immediate_before_and_after_rebuild() {
 
     // Lift while the rules are in the base.
     d.apply(&revoke_event("based", RuleKind::Subject, ISS, &["alice"]));
-    assert_eq!(d.prune_and_rebuild(), RebuildStats { kept: 2, dropped: 2 });
+    assert_eq!(
+        d.prune_and_rebuild(),
+        RebuildStats {
+            kept: 2,
+            dropped: 2
+        }
+    );
     assert!(revoked_by(&d, &sub_token(ISS, "alice", None)).is_some());
     assert_eq!(d.apply(&lift_event("lift-2", &["based"])).lifted, 1);
     assert_eq!(revoked_by(&d, &sub_token(ISS, "alice", None)), None);
-    assert_eq!(d.prune_and_rebuild(), RebuildStats { kept: 1, dropped: 1 });
+    assert_eq!(
+        d.prune_and_rebuild(),
+        RebuildStats {
+            kept: 1,
+            dropped: 1
+        }
+    );
     assert_eq!(revoked_by(&d, &sub_token(ISS, "alice", None)), None);
     assert!(revoked_by(&d, &jti_token(ISS, "c")).is_some());
 
@@ -431,15 +510,24 @@ fn lift_is_immediate_before_and_after_rebuild() {
 fn lift_of_unknown_id_is_a_no_op() {
     let (d, _) = denylist();
     d.apply(&revoke_event("ev-1", RuleKind::Jti, ISS, &["a"]));
-    assert_eq!(d.apply(&lift_event("lift-x", &["nope"])), Applied::default());
+    assert_eq!(
+        d.apply(&lift_event("lift-x", &["nope"])),
+        Applied::default()
+    );
     assert!(revoked_by(&d, &jti_token(ISS, "a")).is_some());
     assert_eq!(d.stats().entries, 1);
     // The same target revoked by two events: lifting one leaves the other in force.
     d.apply(&revoke_event("ev-2", RuleKind::Jti, ISS, &["a"]));
     d.apply(&lift_event("lift-1", &["ev-1"]));
-    assert_eq!(revoked_by(&d, &jti_token(ISS, "a")).as_deref(), Some("ev-2"));
+    assert_eq!(
+        revoked_by(&d, &jti_token(ISS, "a")).as_deref(),
+        Some("ev-2")
+    );
     d.prune_and_rebuild();
-    assert_eq!(revoked_by(&d, &jti_token(ISS, "a")).as_deref(), Some("ev-2"));
+    assert_eq!(
+        revoked_by(&d, &jti_token(ISS, "a")).as_deref(),
+        Some("ev-2")
+    );
 }
 
 #[test]
@@ -471,7 +559,12 @@ fn replace_all_swaps_the_whole_content() {
     let (d, _) = denylist();
     d.apply(&revoke_event("old", RuleKind::Jti, ISS, &["old-jti"]));
     d.prune_and_rebuild();
-    d.apply(&revoke_event("old-recent", RuleKind::Jti, ISS, &["old-recent-jti"]));
+    d.apply(&revoke_event(
+        "old-recent",
+        RuleKind::Jti,
+        ISS,
+        &["old-recent-jti"],
+    ));
 
     let file = [
         revoke_event("new-1", RuleKind::Jti, ISS, &["n1", "n2"]),
@@ -495,17 +588,42 @@ fn replace_all_swaps_the_whole_content() {
     );
     assert_eq!(revoked_by(&d, &jti_token(ISS, "old-jti")), None);
     assert_eq!(revoked_by(&d, &jti_token(ISS, "old-recent-jti")), None);
-    assert_eq!(revoked_by(&d, &jti_token(ISS, "n1")).as_deref(), Some("new-1"));
-    assert_eq!(revoked_by(&d, &jti_token(ISS, "n2")).as_deref(), Some("new-1"));
-    assert_eq!(revoked_by(&d, &jti_token(ISS, "n3")), None, "lifted in the file");
+    assert_eq!(
+        revoked_by(&d, &jti_token(ISS, "n1")).as_deref(),
+        Some("new-1")
+    );
+    assert_eq!(
+        revoked_by(&d, &jti_token(ISS, "n2")).as_deref(),
+        Some("new-1")
+    );
+    assert_eq!(
+        revoked_by(&d, &jti_token(ISS, "n3")),
+        None,
+        "lifted in the file"
+    );
     assert_eq!(revoked_by(&d, &jti_token(ISS, "gone")), None);
     assert!(revoked_by(&d, &sub_token(ISS, "alice", Some(T0))).is_some());
     assert_eq!(d.stats().entries, 3);
-    assert!(d.stats().bloom_bytes > 0, "a replaced set is gated by a Bloom filter");
+    assert!(
+        d.stats().bloom_bytes > 0,
+        "a replaced set is gated by a Bloom filter"
+    );
     // The replacement's events are the ones remembered now.
-    assert!(d.apply(&revoke_event("new-2", RuleKind::Subject, ISS, &["alice"])).duplicate);
-    assert!(!d.apply(&revoke_event("old", RuleKind::Jti, ISS, &["old-jti"])).duplicate);
-    assert_eq!(d.prune_and_rebuild(), RebuildStats { kept: 4, dropped: 0 });
+    assert!(
+        d.apply(&revoke_event("new-2", RuleKind::Subject, ISS, &["alice"]))
+            .duplicate
+    );
+    assert!(
+        !d.apply(&revoke_event("old", RuleKind::Jti, ISS, &["old-jti"]))
+            .duplicate
+    );
+    assert_eq!(
+        d.prune_and_rebuild(),
+        RebuildStats {
+            kept: 4,
+            dropped: 0
+        }
+    );
 
     assert_eq!(d.replace_all(&[]), Applied::default());
     assert_eq!(d.stats().entries, 0);
@@ -549,7 +667,10 @@ fn natural_bloom_false_positives_never_reject() {
             assert_eq!(d.is_revoked(&jti_token(ISS, &jti)), None);
         }
     }
-    assert!(positives > 100, "only {positives} Bloom positives at a 50 % rate");
+    assert!(
+        positives > 100,
+        "only {positives} Bloom positives at a 50 % rate"
+    );
     for jti in &targets {
         assert!(d.is_revoked(&jti_token(ISS, jti)).is_some());
     }
@@ -589,8 +710,14 @@ fn many_applies_and_rebuilds_keep_every_rule() {
 #[test]
 fn forgets_events_after_they_expire() {
     let (d, clock) = denylist();
-    d.apply(&with_expiry(revoke_event("ev-1", RuleKind::Jti, ISS, &["a"]), T0 + 10));
-    d.apply(&with_expiry(revoke_event("ev-2", RuleKind::Jti, ISS, &["b"]), T0 + 10));
+    d.apply(&with_expiry(
+        revoke_event("ev-1", RuleKind::Jti, ISS, &["a"]),
+        T0 + 10,
+    ));
+    d.apply(&with_expiry(
+        revoke_event("ev-2", RuleKind::Jti, ISS, &["b"]),
+        T0 + 10,
+    ));
     d.apply(&lift_event("lift-2", &["ev-2"]));
     let busy = d.stats().heap_bytes;
     clock.set_ms((T0 + 10 + EXPIRY_GRACE_SECS) * 1000);
@@ -599,71 +726,152 @@ fn forgets_events_after_they_expire() {
     assert!(writer.events.is_empty(), "{:?}", writer.events);
     assert!(writer.lifts.is_empty());
     assert!(writer.tombstones.is_empty());
-    assert!(writer.strings.is_empty());
+    assert!(writer.provenances.is_empty());
     assert_eq!(writer.owned_bytes, 0);
     drop(writer);
     assert!(d.stats().heap_bytes < busy);
 }
 
+/// Reader threads that check a fixed revoked and a fixed valid token on every turn.
+fn hammer(d: &Denylist, done: &AtomicBool, lookups: &AtomicU64) {
+    let revoked = jti_token(ISS, "revoked-jti");
+    let revoked_sub = sub_token(ISS, "mallory", Some(T0 - 1));
+    let valid = jti_token(ISS, "valid-jti");
+    let valid_sub = sub_token(ISS, "mallory", Some(T0 + 1));
+    let mut n = 0u64;
+    while !done.load(Ordering::Relaxed) || n < 1000 {
+        let hit = d.is_revoked(&revoked).expect("revoked token accepted");
+        assert_eq!(&*hit.event_id, "target");
+        assert!(
+            d.is_revoked(&revoked_sub).is_some(),
+            "revoked subject accepted"
+        );
+        assert_eq!(d.is_revoked(&valid), None, "valid token rejected");
+        assert_eq!(d.is_revoked(&valid_sub), None, "valid subject rejected");
+        n += 1;
+    }
+    lookups.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Tells the readers to stop when dropped, also when the writer panics (otherwise
+/// the scope would wait forever for readers that never stop).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn fixed_rules() -> [Event; 2] {
+    [
+        revoke_event("target", RuleKind::Jti, ISS, &["revoked-jti"]),
+        revoke_event("sub", RuleKind::Subject, ISS, &["mallory"]),
+    ]
+}
+
 #[test]
-fn readers_never_see_a_wrong_answer_while_writers_churn() {
+fn applies_and_lifts_stay_exact_while_rebuilds_run_concurrently() {
     let (d, clock) = denylist();
-    d.apply(&revoke_event("target", RuleKind::Jti, ISS, &["revoked-jti"]));
-    d.apply(&revoke_event("sub", RuleKind::Subject, ISS, &["mallory"]));
-    let d = Arc::new(d);
+    for event in fixed_rules() {
+        d.apply(&event);
+    }
+    let done = AtomicBool::new(false);
+    let lookups = AtomicU64::new(0);
+    let rebuilds = AtomicU64::new(0);
+    let mut kept: Vec<String> = Vec::new();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| hammer(&d, &done, &lookups));
+        }
+        let _stop = StopOnDrop(&done);
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                d.prune_and_rebuild();
+                rebuilds.fetch_add(1, Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        });
+        for round in 0..300i64 {
+            let targets: Vec<String> = (0..20).map(|t| format!("r{round}-t{t}")).collect();
+            let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+            let id = format!("churn-{round}");
+            assert_eq!(
+                d.apply(&revoke_event(&id, RuleKind::Jti, ISS, &refs)).added,
+                20
+            );
+            // Visible the moment apply returns, whatever the rebuild is doing.
+            for t in &refs {
+                let hit = d.is_revoked(&jti_token(ISS, t));
+                assert_eq!(hit.map(|r| r.event_id.to_string()), Some(id.clone()));
+            }
+            // Short-lived rules, so that rebuilds really drop things.
+            d.apply(&with_expiry(
+                revoke_event(&format!("short-{round}"), RuleKind::Jti, ISS, &["x"]),
+                T0 + round / 10 + 2 - EXPIRY_GRACE_SECS,
+            ));
+            if round % 3 == 0 {
+                d.apply(&lift_event(&format!("lift-{round}"), &[&id]));
+                for t in &refs {
+                    assert_eq!(d.is_revoked(&jti_token(ISS, t)), None, "lift not immediate");
+                }
+            } else {
+                kept.extend(targets);
+            }
+            if round % 10 == 0 {
+                clock.advance_ms(1000);
+            }
+        }
+    });
+    assert!(rebuilds.load(Ordering::Relaxed) > 0);
+    assert!(lookups.load(Ordering::Relaxed) >= 2000);
+    // Past every short-lived rule.
+    clock.advance_ms(10_000);
+    d.prune_and_rebuild();
+    for t in &kept {
+        assert!(d.is_revoked(&jti_token(ISS, t)).is_some(), "{t} lost");
+    }
+    assert_eq!(d.is_revoked(&jti_token(ISS, "r0-t0")), None, "lifted");
+    assert_eq!(d.is_revoked(&jti_token(ISS, "x")), None, "expired");
+    assert_eq!(d.stats().entries, kept.len() as u64 + 2);
+}
+
+#[test]
+fn readers_see_old_or_new_content_across_replacements() {
+    let (d, _) = denylist();
+    for event in fixed_rules() {
+        d.apply(&event);
+    }
     let done = AtomicBool::new(false);
     let lookups = AtomicU64::new(0);
     std::thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(|| {
-                let revoked = jti_token(ISS, "revoked-jti");
-                let revoked_sub = sub_token(ISS, "mallory", Some(T0 - 1));
-                let valid = jti_token(ISS, "valid-jti");
-                let valid_sub = sub_token(ISS, "mallory", Some(T0 + 1));
-                let mut n = 0u64;
-                while !done.load(Ordering::Relaxed) || n < 1000 {
-                    let hit = d.is_revoked(&revoked).expect("revoked token accepted");
-                    assert_eq!(&*hit.event_id, "target");
-                    assert!(d.is_revoked(&revoked_sub).is_some(), "revoked subject accepted");
-                    assert_eq!(d.is_revoked(&valid), None, "valid token rejected");
-                    assert_eq!(d.is_revoked(&valid_sub), None, "valid subject token rejected");
-                    n += 1;
-                }
-                lookups.fetch_add(n, Ordering::Relaxed);
-            });
+        for _ in 0..2 {
+            s.spawn(|| hammer(&d, &done, &lookups));
         }
-        s.spawn(|| {
-            for round in 0..200 {
-                let targets: Vec<String> = (0..50).map(|t| format!("r{round}-t{t}")).collect();
-                let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
-                let id = format!("churn-{round}");
-                d.apply(&revoke_event(&id, RuleKind::Jti, ISS, &refs));
-                // Short-lived rules, so rebuilds really drop things.
-                d.apply(&with_expiry(
-                    revoke_event(&format!("short-{round}"), RuleKind::Jti, ISS, &["x"]),
-                    T0 + round + 5 - EXPIRY_GRACE_SECS,
+        let _stop = StopOnDrop(&done);
+        for round in 0..40 {
+            let targets: Vec<String> = (0..500).map(|t| format!("r{round}-t{t}")).collect();
+            let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+            let mut file = fixed_rules().to_vec();
+            file.push(revoke_event(
+                &format!("bulk-{round}"),
+                RuleKind::Jti,
+                ISS,
+                &refs,
+            ));
+            assert_eq!(d.replace_all(&file).added, 502);
+            if round % 4 == 0 {
+                d.apply(&revoke_event(
+                    &format!("extra-{round}"),
+                    RuleKind::Jti,
+                    ISS,
+                    &["e"],
                 ));
-                if round % 3 == 0 {
-                    d.apply(&lift_event(&format!("lift-{round}"), &[&id]));
-                }
-                if round % 10 == 0 {
-                    clock.advance_ms(1000);
-                    d.prune_and_rebuild();
-                }
-                if round % 50 == 49 {
-                    let keep = [
-                        revoke_event("target", RuleKind::Jti, ISS, &["revoked-jti"]),
-                        revoke_event("sub", RuleKind::Subject, ISS, &["mallory"]),
-                        revoke_event(&id, RuleKind::Jti, ISS, &refs),
-                    ];
-                    d.replace_all(&keep);
-                }
+                d.prune_and_rebuild();
             }
-            done.store(true, Ordering::Relaxed);
-        });
+        }
     });
-    assert!(lookups.load(Ordering::Relaxed) >= 3000);
-    assert!(d.is_revoked(&jti_token(ISS, "revoked-jti")).is_some());
+    assert!(lookups.load(Ordering::Relaxed) >= 2000);
 }
 
 #[test]
@@ -674,13 +882,49 @@ fn stats_account_for_memory() {
     d.apply(&revoke_event("bulk", RuleKind::Jti, ISS, &refs));
     let recent = d.stats();
     assert_eq!(recent.entries, 1000);
-    assert_eq!(recent.bloom_bytes, 0, "recent rules are not in the Bloom filter yet");
+    assert_eq!(
+        recent.bloom_bytes, 0,
+        "recent rules are not in the Bloom filter yet"
+    );
     d.prune_and_rebuild();
     let built = d.stats();
     assert_eq!(built.entries, 1000);
     // Sized for expected_entries (1000) at 0.1 %: ~1.8 bytes per entry.
     assert!((1700..2000).contains(&built.bloom_bytes), "{built:?}");
     // 20 bytes per rule plus the filter plus a little for the event.
-    assert!(built.heap_bytes >= 20 * 1000 + built.bloom_bytes, "{built:?}");
+    assert!(
+        built.heap_bytes >= 20 * 1000 + built.bloom_bytes,
+        "{built:?}"
+    );
     assert!(built.heap_bytes < 32 * 1000, "{built:?}");
+}
+
+#[test]
+fn bucket_directory_brackets_every_fingerprint() {
+    let (d, _) = denylist();
+    for n in [0usize, 1, 7, 8, 9, 100, 5000] {
+        let mut fps: Vec<Fp> = (0..n)
+            .map(|i| d.fingerprints.of(RuleKind::Jti, ISS, &i.to_string()))
+            .collect();
+        fps.sort_unstable();
+        let (directory, bits) = Base::directory(&fps);
+        assert_eq!(directory.len(), (1 << bits) + 1);
+        assert_eq!(directory[0], 0);
+        assert_eq!(*directory.last().unwrap() as usize, n);
+        assert!(directory.windows(2).all(|w| w[0] <= w[1]));
+        if n >= 16 {
+            assert!(n / (1 << bits) <= 8, "n={n} bits={bits}");
+        }
+        for (i, fp) in fps.iter().enumerate() {
+            let b = Base::bucket(bits, *fp);
+            assert!((directory[b] as usize..directory[b + 1] as usize).contains(&i));
+        }
+    }
+}
+
+#[test]
+fn denylist_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Denylist>();
+    assert_send_sync::<Revocation>();
 }

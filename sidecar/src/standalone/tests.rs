@@ -25,7 +25,11 @@ fn setup() -> (Arc<Denylist>, Arc<Freshness>) {
         },
         clock.clone(),
     ));
-    let freshness = Arc::new(Freshness::new(clock, Duration::from_secs(30), StalenessPolicy::FailClosed));
+    let freshness = Arc::new(Freshness::new(
+        clock,
+        Duration::from_secs(30),
+        StalenessPolicy::FailClosed,
+    ));
     (denylist, freshness)
 }
 
@@ -43,9 +47,15 @@ fn revoked(d: &Denylist, jti: &str) -> bool {
 
 #[test]
 fn bad_line_is_reported_with_its_number() {
-    let text = format!("# comment\n{}\n\n{{\"event_id\":\"e2\",\"action\":\"revoke\"}}\n", line("e1", "a"));
+    let text = format!(
+        "# comment\n{}\n\n{{\"event_id\":\"e2\",\"action\":\"revoke\"}}\n",
+        line("e1", "a")
+    );
     let err = parse_file(Path::new("r.jsonl"), &text).unwrap_err();
-    assert!(matches!(err, RevocationsFileError::BadLine { line: 4, .. }), "{err}");
+    assert!(
+        matches!(err, RevocationsFileError::BadLine { line: 4, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("line 4"), "{err}");
 }
 
@@ -53,7 +63,17 @@ fn bad_line_is_reported_with_its_number() {
 fn duplicate_event_ids_are_rejected() {
     let text = format!("{}\n{}\n", line("e1", "a"), line("e1", "b"));
     let err = parse_file(Path::new("r.jsonl"), &text).unwrap_err();
-    assert!(matches!(err, RevocationsFileError::DuplicateId { line: 2, first: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            RevocationsFileError::DuplicateId {
+                line: 2,
+                first: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -81,7 +101,10 @@ fn reload_applies_changes_and_a_bad_file_keeps_the_last_good_set() {
     writeln!(f, "{{not json").unwrap();
     drop(f);
     let err = source.load().unwrap_err();
-    assert!(matches!(err, RevocationsFileError::BadLine { line: 2, .. }), "{err}");
+    assert!(
+        matches!(err, RevocationsFileError::BadLine { line: 2, .. }),
+        "{err}"
+    );
     assert!(revoked(&denylist, "b") && revoked(&denylist, "c"));
     assert!(!revoked(&denylist, "d"));
     assert_eq!(freshness.view().sequence, 2);
@@ -90,7 +113,14 @@ fn reload_applies_changes_and_a_bad_file_keeps_the_last_good_set() {
 #[test]
 fn missing_file_is_an_error_at_load() {
     let (denylist, freshness) = setup();
-    let mut source = FileSource::new(PathBuf::from("/nonexistent/revocations.jsonl"), denylist, freshness.clone());
-    assert!(matches!(source.load(), Err(RevocationsFileError::Read { .. })));
+    let mut source = FileSource::new(
+        PathBuf::from("/nonexistent/revocations.jsonl"),
+        denylist,
+        freshness.clone(),
+    );
+    assert!(matches!(
+        source.load(),
+        Err(RevocationsFileError::Read { .. })
+    ));
     assert!(!freshness.is_ready());
 }

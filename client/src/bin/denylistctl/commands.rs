@@ -1,0 +1,723 @@
+//! What each `denylistctl` command does: flags in, library calls, text or JSON out.
+//!
+//! Exit codes: 0 success; 1 an error (one line on stderr); 2 bad usage (clap); 3 a negative
+//! answer that is not an error — `verify` on a rejected token, `status` of a sidecar that is
+//! not ready or stale, `fleet` with laggards or fewer answers than `--expect`.
+
+use std::fs::OpenOptions;
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use denylist_client::bulk::{self, BulkDefaults, FileFormat};
+use denylist_client::envelope::{SigningKey, TrustedKeys};
+use denylist_client::events::{self, Action, Event, Revoke, RuleKind};
+use denylist_client::replay::{self, Filter, Start};
+use denylist_client::stream::{self, InitOutcome, StreamSettings};
+use denylist_client::{
+    Client, NatsOptions, Published, Publisher, RetryPolicy, env, fleet, ids, render, timespec,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::cli::{
+    Cli, Command, FileFormatArg, FilterArgs, FleetArgs, Global, HistoryArgs, LiftArgs, ListArgs,
+    Output, RevokeArgs, StreamCommand, StreamInitArgs,
+};
+
+/// Bulk publishing: events awaiting their acknowledgement at once.
+const DEFAULT_IN_FLIGHT: usize = 1024;
+
+/// A negative answer that is not an error.
+const EXIT_NEGATIVE: u8 = 3;
+
+/// How long a call to one sidecar may take, retries included.
+const SIDECAR_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Cut-offs a little in the future are clock skew; more would also revoke tokens not yet issued.
+const MAX_CUTOFF_SKEW_SECS: i64 = 300;
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Keygen { out } => keygen(g, &out),
+        Command::Stream {
+            command: StreamCommand::Init(args),
+        } => stream_init(g, &args).await,
+        Command::Stream {
+            command: StreamCommand::Info,
+        } => stream_info(g).await,
+        Command::Revoke(args) if args.from_file.is_some() => revoke_file(g, &args).await,
+        Command::Revoke(args) => revoke(g, &args).await,
+        Command::Lift(args) => lift(g, &args).await,
+        Command::List(args) => list(g, &args).await,
+        Command::History(args) => history(g, &args).await,
+        Command::Status => status(g).await,
+        Command::Fleet(args) => fleet_status(g, &args).await,
+        Command::Verify { token } => verify(g, &token).await,
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "denylistctl", &mut script);
+            print_text(&String::from_utf8_lossy(&script))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    print_text(&text)
+}
+
+/// Writes to stdout. A closed pipe (`denylistctl list | head`) is not an error: the reader
+/// has what it wanted.
+fn print_text(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Colour only for a terminal, and never when `NO_COLOR` is set.
+fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn nats_options(g: &Global) -> NatsOptions {
+    NatsOptions {
+        url: g.nats.clone(),
+        creds_file: g.creds.clone(),
+        nkey_seed_file: g.nkey.clone(),
+        user: g.user.clone(),
+        password: g.password.clone(),
+        token: g.token.clone(),
+        tls_ca_file: g.tls_ca.clone(),
+        tls_cert_file: g.tls_cert.clone(),
+        tls_key_file: g.tls_key.clone(),
+        tls_required: g.tls_required,
+        ..NatsOptions::default()
+    }
+}
+
+async fn connect(
+    g: &Global,
+) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
+    let options = nats_options(g);
+    let client = options.connect_until(g.timeout).await?;
+    let js = options.jetstream(client.clone());
+    Ok((client, js))
+}
+
+async fn sidecar(g: &Global) -> anyhow::Result<Client> {
+    let client = match g.tcp {
+        Some(addr) => Client::connect_tcp(addr).await?,
+        None => Client::connect_unix(&g.socket).await?,
+    };
+    Ok(client
+        .with_deadline(SIDECAR_DEADLINE)
+        .with_retry(RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }))
+}
+
+fn load_key(g: &Global) -> anyhow::Result<SigningKey> {
+    let Some(path) = &g.key else {
+        bail!(
+            "no publisher key: pass --key FILE or set {} (create one with `denylistctl keygen --out FILE`)",
+            env::PUBLISHER_KEY
+        );
+    };
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read publisher key {}", path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "denylistctl: warning: publisher key {} is readable by others (chmod 600 it)",
+            path.display()
+        );
+    }
+    SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("publisher key {}", path.display()))
+}
+
+fn actor(given: Option<&String>) -> String {
+    given
+        .cloned()
+        .or_else(|| std::env::var(env::USER).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "denylistctl".to_owned())
+}
+
+fn keygen(g: &Global, out: &Path) -> anyhow::Result<ExitCode> {
+    let (key, pem) = SigningKey::generate().context("cannot generate a key")?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} already exists; refusing to overwrite a key (move it away first)",
+                    out.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("cannot create {}", out.display()))
+            }
+        })?;
+    file.write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    match g.output {
+        Output::Json => print_json(&json!({
+            "file": out.display().to_string(),
+            "key_id": key.key_id(),
+            "public_key": key.public_key(),
+        }))?,
+        Output::Table => print_text(&format!(
+            "wrote {} (mode 0600)\nkey id:     {}\npublic key: {}\n\nAdd the public key to every sidecar's nats.trusted_publishers.\n",
+            out.display(),
+            key.key_id(),
+            key.public_key()
+        ))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stream_init(g: &Global, args: &StreamInitArgs) -> anyhow::Result<ExitCode> {
+    let settings = StreamSettings {
+        name: g.stream.clone(),
+        replicas: args.replicas,
+        max_age: args.max_age,
+        duplicate_window: args.duplicate_window,
+        allow_shorter_max_age: args.allow_shorter_max_age,
+    };
+    settings.validate()?;
+    let (_client, js) = connect(g).await?;
+    let (outcome, summary) = stream::init(&js, &settings).await?;
+    match g.output {
+        Output::Json => print_json(&json!({ "outcome": outcome, "stream": summary }))?,
+        Output::Table => {
+            let verb = match outcome {
+                InitOutcome::Created => "created",
+                InitOutcome::Updated => "updated",
+                InitOutcome::Unchanged => "already up to date:",
+            };
+            print_text(&format!("stream {verb} {}\n\n", summary.name))?;
+            print_text(&render::stream_text(&summary))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stream_info(g: &Global) -> anyhow::Result<ExitCode> {
+    let (_client, js) = connect(g).await?;
+    let summary = stream::info(&js, &g.stream).await?;
+    match g.output {
+        Output::Json => print_json(&serde_json::to_value(&summary)?)?,
+        Output::Table => print_text(&render::stream_text(&summary))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The event of a one-off `revoke`, validated.
+fn revoke_event(args: &RevokeArgs, now_ms: i64) -> anyhow::Result<Event> {
+    // clap waives `requires` when the required flag conflicts with one given, so this is
+    // checked here.
+    if args.in_flight.is_some() || args.format.is_some() {
+        bail!("--in-flight and --format apply only to --from-file");
+    }
+    let Some(kind) = args.kind.map(RuleKind::from) else {
+        bail!("name what to revoke: jti, subject, session, key or issuer");
+    };
+    let issuer = args.issuer.clone().unwrap_or_default();
+    if issuer.is_empty() {
+        bail!("--issuer is required: rules are scoped by issuer");
+    }
+    if kind == RuleKind::Issuer && !args.targets.is_empty() {
+        bail!("an issuer revocation takes no targets (it revokes every token of --issuer)");
+    }
+    if kind != RuleKind::Issuer && args.targets.is_empty() {
+        bail!("name at least one {} to revoke", bulk::target_noun(kind));
+    }
+    let now_secs = now_ms.div_euclid(1000);
+    let cutoff = match (&args.cutoff, kind.has_cutoff()) {
+        (Some(_), false) => bail!("--cutoff applies only to subject and issuer revocations"),
+        (Some(c), true) => timespec::parse_time(c, now_secs).context("--cutoff")?,
+        (None, true) => now_secs,
+        (None, false) => 0,
+    };
+    if cutoff > now_secs + MAX_CUTOFF_SKEW_SECS {
+        bail!("--cutoff is in the future: tokens issued until then would be revoked too");
+    }
+    let expires_at = args
+        .expires_at
+        .as_deref()
+        .map(|e| timespec::parse_time(e, now_secs).context("--expires-at"))
+        .transpose()?;
+    if expires_at.is_some_and(|e| e <= now_secs) {
+        bail!("--expires-at is not in the future: the rule would be dropped at once");
+    }
+    let event = Event {
+        event_id: event_id(args.event_id.as_deref(), now_ms)?,
+        action: Action::Revoke(Revoke {
+            kind,
+            issuer,
+            targets: args.targets.clone(),
+            cutoff,
+            expires_at,
+        }),
+        reason: args.reason.clone().unwrap_or_default(),
+        actor: actor(args.actor.as_ref()),
+        created_at_ms: now_ms,
+    };
+    event.validate().context("invalid revocation")?;
+    Ok(event)
+}
+
+fn event_id(given: Option<&str>, now_ms: i64) -> anyhow::Result<String> {
+    match given {
+        Some(id) => {
+            events::validate_event_id("event_id", id).context("--event-id")?;
+            Ok(id.to_owned())
+        }
+        None => Ok(ids::new_event_id(now_ms)),
+    }
+}
+
+/// Connects, checks the stream exists (so a missing stream fails at once with a hint instead
+/// of after the retry deadline), and builds the publisher.
+async fn publisher(g: &Global) -> anyhow::Result<Publisher> {
+    let key = load_key(g)?;
+    let (_client, js) = connect(g).await?;
+    stream::info(&js, &g.stream).await?;
+    Ok(Publisher::new(js, key))
+}
+
+async fn publish_one(g: &Global, event: &Event, what: &str) -> anyhow::Result<ExitCode> {
+    let publisher = publisher(g).await?;
+    let published = publisher
+        .publish_with_retry(event, g.timeout)
+        .await
+        .with_context(|| format!("{what} NOT published"))?;
+    print_published(g, event, &published)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_published(g: &Global, event: &Event, p: &Published) -> anyhow::Result<()> {
+    match g.output {
+        Output::Json => print_json(&json!({
+            "event_id": p.event_id,
+            "stream": p.stream,
+            "sequence": p.sequence,
+            "duplicate": p.duplicate,
+            "event": render::event_json(event),
+        })),
+        Output::Table => {
+            let verb = match event.action {
+                Action::Revoke(_) => "revoked",
+                Action::Lift { .. } => "lifted",
+            };
+            let dup = if p.duplicate {
+                " (already stored by an earlier publish of this event id)"
+            } else {
+                ""
+            };
+            print_text(&format!(
+                "{verb}: event {} at sequence {} of stream {}{dup}\n",
+                p.event_id, p.sequence, p.stream
+            ))?;
+            if let Action::Revoke(_) = event.action
+                && std::io::stderr().is_terminal()
+            {
+                eprintln!("undo with: denylistctl lift {}", p.event_id);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_dry_run(g: &Global, events: &[Event]) -> anyhow::Result<()> {
+    match g.output {
+        Output::Json => print_json(&json!({
+            "dry_run": true,
+            "events": events.iter().map(render::event_json).collect::<Vec<_>>(),
+        })),
+        Output::Table => {
+            print_text(&render::events_table(events).render(false))?;
+            print_text(&format!(
+                "dry run: {} event(s) valid; nothing was published\n",
+                events.len()
+            ))
+        }
+    }
+}
+
+async fn revoke(g: &Global, args: &RevokeArgs) -> anyhow::Result<ExitCode> {
+    let event = revoke_event(args, timespec::now_ms())?;
+    if args.dry_run {
+        print_dry_run(g, std::slice::from_ref(&event))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    publish_one(g, &event, "revocation").await
+}
+
+async fn lift(g: &Global, args: &LiftArgs) -> anyhow::Result<ExitCode> {
+    let now_ms = timespec::now_ms();
+    for id in &args.event_ids {
+        events::validate_event_id("event_id", id).with_context(|| format!("cannot lift {id:?}"))?;
+    }
+    let event = Event {
+        event_id: event_id(args.event_id.as_deref(), now_ms)?,
+        action: Action::Lift {
+            event_ids: args.event_ids.clone(),
+        },
+        reason: args.reason.clone().unwrap_or_default(),
+        actor: actor(args.actor.as_ref()),
+        created_at_ms: now_ms,
+    };
+    event.validate().context("invalid lift")?;
+    if args.dry_run {
+        print_dry_run(g, std::slice::from_ref(&event))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    publish_one(g, &event, "lift").await
+}
+
+async fn revoke_file(g: &Global, args: &RevokeArgs) -> anyhow::Result<ExitCode> {
+    let Some(path) = &args.from_file else {
+        bail!("--from-file is required");
+    };
+    let content = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let format = match args.format {
+        Some(FileFormatArg::Csv) => FileFormat::Csv,
+        Some(FileFormatArg::Jsonl) => FileFormat::JsonLines,
+        None => FileFormat::detect(path, &content),
+    };
+    let defaults = BulkDefaults {
+        actor: actor(args.actor.as_ref()),
+        reason: args.reason.clone().unwrap_or_default(),
+        now_ms: timespec::now_ms(),
+    };
+    let file = match bulk::parse(&content, format, &defaults) {
+        Ok(file) => file,
+        Err(e) => {
+            for line_error in &e.errors {
+                eprintln!("{}: {line_error}", path.display());
+            }
+            if e.total > e.errors.len() {
+                eprintln!(
+                    "{}: … and {} more",
+                    path.display(),
+                    e.total - e.errors.len()
+                );
+            }
+            bail!(
+                "{}: {} problem(s) found; nothing was published",
+                path.display(),
+                e.total
+            );
+        }
+    };
+    let total = file.events.len();
+    if args.dry_run {
+        match g.output {
+            Output::Json => print_json(&json!({
+                "dry_run": true,
+                "file": path.display().to_string(),
+                "events": total,
+                "event_id_prefix": format!("bulk-{}-", file.digest),
+            }))?,
+            Output::Table => print_text(&format!(
+                "dry run: {total} revocation(s) in {} are valid (event ids bulk-{}-<line>); nothing was published\n",
+                path.display(),
+                file.digest
+            ))?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let publisher = publisher(g).await?;
+    let progress = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} revocations  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut duplicates = 0usize;
+    let mut first = u64::MAX;
+    let mut last = 0u64;
+    let started = std::time::Instant::now();
+    let result = publisher
+        .publish_all(
+            &file.events,
+            args.in_flight.unwrap_or(DEFAULT_IN_FLIGHT),
+            g.timeout,
+            |p| {
+                progress.inc(1);
+                if p.duplicate {
+                    duplicates += 1;
+                }
+                first = first.min(p.sequence);
+                last = last.max(p.sequence);
+            },
+        )
+        .await;
+    let stored = match result {
+        Ok(stored) => stored,
+        Err(e) => {
+            let done = progress.position();
+            progress.abandon();
+            return Err(anyhow::Error::new(e).context(format!(
+                "bulk revocation from {} stopped after {done} of {total} were stored; \
+                 run the same command again to finish (stored events are recognised by their ids)",
+                path.display()
+            )));
+        }
+    };
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+    match g.output {
+        Output::Json => print_json(&json!({
+            "file": path.display().to_string(),
+            "events": stored.len(),
+            "duplicates": duplicates,
+            "first_sequence": (first != u64::MAX).then_some(first),
+            "last_sequence": (last > 0).then_some(last),
+            "event_id_prefix": format!("bulk-{}-", file.digest),
+            "elapsed_ms": elapsed.as_millis() as u64,
+        }))?,
+        Output::Table => print_text(&format!(
+            "revoked: {} event(s) from {} in {:.1}s (sequences {}..{}, {} already stored); event ids bulk-{}-<line>\n",
+            stored.len(),
+            path.display(),
+            elapsed.as_secs_f64(),
+            first,
+            last,
+            duplicates,
+            file.digest
+        ))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trusted(g: &Global) -> anyhow::Result<Option<TrustedKeys>> {
+    if g.trust.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        TrustedKeys::from_public_keys(&g.trust).context("--trust")?,
+    ))
+}
+
+fn filter(args: &FilterArgs) -> Filter {
+    Filter {
+        issuer: args.issuer.clone(),
+        kind: args.kind,
+        target: args.target.clone(),
+    }
+}
+
+async fn read_stream(g: &Global, start: Start) -> anyhow::Result<replay::Replay> {
+    let trusted = trusted(g)?;
+    let (_client, js) = connect(g).await?;
+    let replay = replay::read(&js, &g.stream, start, trusted.as_ref(), g.timeout).await?;
+    if !replay.rejected.is_empty() {
+        let sequences: Vec<String> = replay
+            .rejected
+            .iter()
+            .take(10)
+            .map(|r| r.sequence.to_string())
+            .collect();
+        eprintln!(
+            "denylistctl: warning: {} stored message(s) would not be applied by sidecars and are left out (sequence {}{}): {}",
+            replay.rejected.len(),
+            sequences.join(", "),
+            if replay.rejected.len() > 10 {
+                ", …"
+            } else {
+                ""
+            },
+            replay.rejected[0].reason
+        );
+    }
+    if trusted.is_none() && g.output == Output::Table {
+        eprintln!(
+            "note: signatures not checked; pass --trust PUBLIC_KEY (or set {}) to see only what sidecars apply",
+            env::TRUSTED_PUBLISHERS
+        );
+    }
+    Ok(replay)
+}
+
+async fn list(g: &Global, args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let replay = read_stream(g, Start::All).await?;
+    let now_secs = timespec::now_ms().div_euclid(1000);
+    let filter = filter(&args.filter);
+    let rules: Vec<_> = replay::live_rules(&replay.events, now_secs, args.max_token_lifetime)
+        .into_iter()
+        .filter(|r| filter.matches_rule(r))
+        .collect();
+    match g.output {
+        Output::Json => print_json(&json!({
+            "stream": g.stream,
+            "last_sequence": replay.last_sequence,
+            "rules": render::rules_json(&rules),
+            "rejected": replay.rejected,
+        }))?,
+        Output::Table => {
+            print_text(&render::rules_table(&rules).render(color()))?;
+            print_text(&format!(
+                "{} live rule(s); stream {} read up to sequence {}\n",
+                rules.len(),
+                g.stream,
+                replay.last_sequence
+            ))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn history(g: &Global, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    let now_secs = timespec::now_ms().div_euclid(1000);
+    let start = match &args.since {
+        Some(s) => Start::Since(timespec::parse_since(s, now_secs).context("--since")?),
+        None => Start::All,
+    };
+    let replay = read_stream(g, start).await?;
+    let filter = filter(&args.filter);
+    let events: Vec<_> = replay
+        .events
+        .into_iter()
+        .filter(|s| filter.matches_event(&s.event))
+        .collect();
+    match g.output {
+        Output::Json => print_json(&json!({
+            "stream": g.stream,
+            "last_sequence": replay.last_sequence,
+            "events": render::history_json(&events),
+            "rejected": replay.rejected,
+        }))?,
+        Output::Table => {
+            print_text(&render::history_table(&events).render(color()))?;
+            print_text(&format!("{} event(s)\n", events.len()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(g: &Global) -> anyhow::Result<ExitCode> {
+    let client = sidecar(g).await?;
+    let status = client.status().await?;
+    match g.output {
+        Output::Json => print_json(&render::status_json(&status))?,
+        Output::Table => print_text(&render::status_text(&status))?,
+    }
+    Ok(if status.ready && !status.stale {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NEGATIVE)
+    })
+}
+
+async fn fleet_status(g: &Global, args: &FleetArgs) -> anyhow::Result<ExitCode> {
+    let (client, js) = connect(g).await?;
+    let last = match stream::last_sequence(&js, &g.stream).await {
+        Ok(last) => Some(last),
+        Err(e) => {
+            eprintln!(
+                "denylistctl: warning: {e}; laggards are judged by readiness and staleness only"
+            );
+            None
+        }
+    };
+    let replies = fleet::collect(&client, args.wait).await?;
+    let laggards = replies
+        .members
+        .iter()
+        .filter(|m| fleet::is_laggard(m, last))
+        .count();
+    match g.output {
+        Output::Json => print_json(&render::fleet_json(
+            &replies.members,
+            replies.undecodable,
+            last,
+        ))?,
+        Output::Table => {
+            print_text(&render::fleet_table(&replies.members, last).render(color()))?;
+            print_text(&format!(
+                "{} sidecar(s) answered within {}; {laggards} lagging; stream last sequence {}\n",
+                replies.members.len(),
+                humantime::format_duration(args.wait),
+                last.map_or_else(|| "unknown".to_owned(), |l| l.to_string()),
+            ))?;
+        }
+    }
+    if replies.members.is_empty() {
+        eprintln!(
+            "denylistctl: no sidecar answered on {} within {}",
+            denylist_client::subjects::STATUS_SUBJECT,
+            humantime::format_duration(args.wait)
+        );
+    }
+    if replies.undecodable > 0 {
+        eprintln!(
+            "denylistctl: warning: {} answer(s) were not FleetMember messages",
+            replies.undecodable
+        );
+    }
+    if let Some(expect) = args.expect
+        && replies.members.len() < expect
+    {
+        eprintln!(
+            "denylistctl: only {} of {expect} expected sidecars answered",
+            replies.members.len()
+        );
+        return Ok(ExitCode::from(EXIT_NEGATIVE));
+    }
+    Ok(if laggards > 0 {
+        ExitCode::from(EXIT_NEGATIVE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn verify(g: &Global, token: &str) -> anyhow::Result<ExitCode> {
+    let token = if token == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("cannot read the token from standard input")?;
+        buf.trim().to_owned()
+    } else {
+        token.trim().to_owned()
+    };
+    if token.is_empty() {
+        bail!("no token given");
+    }
+    let client = sidecar(g).await?;
+    let answer = client.verify(&token).await?;
+    match g.output {
+        Output::Json => print_json(&render::verify_json(&answer))?,
+        Output::Table => print_text(&render::verify_text(&answer))?,
+    }
+    Ok(if answer.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NEGATIVE)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,26 @@
+//! End-to-end tests of denylist: real `nats-server` processes (single and clustered),
+//! real `denylist-sidecar` processes, real faults (killed servers and sidecars, cut
+//! connections, forged events). One test binary; the harness is the `denylist_tests`
+//! library (`tests/src/`). See `tests/README.md` for how to run them.
+
+// The crate root is `tests/e2e.rs`, so its modules live in `tests/e2e/`.
+#[path = "e2e/authenticity.rs"]
+mod authenticity;
+#[path = "e2e/catch_up.rs"]
+mod catch_up;
+#[path = "e2e/cluster.rs"]
+mod cluster;
+#[path = "e2e/denylistctl.rs"]
+mod denylistctl;
+#[path = "e2e/fleet_status.rs"]
+mod fleet_status;
+#[path = "e2e/harness.rs"]
+mod harness;
+#[path = "e2e/propagation.rs"]
+mod propagation;
+#[path = "e2e/staleness.rs"]
+mod staleness;
+#[path = "e2e/startup.rs"]
+mod startup;
+#[path = "e2e/watch.rs"]
+mod watch;
