@@ -313,5 +313,38 @@ fn bench_verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_verify);
+/// Where the time between the bare check and a full Verify goes, for HS256 (the
+/// cheapest signature, so the overhead shows most).
+fn bench_breakdown(c: &mut Criterion) {
+    let case = cases().swap_remove(0);
+    let token = mint(&case);
+    let jws = denylist_sidecar::jws::parse(&token, 8192).expect("parses");
+    let payload = jws.payload_b64.to_owned();
+    let mut group = c.benchmark_group("breakdown_hs256");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    group.bench_function("jws_parse_header", |b| {
+        b.iter(|| denylist_sidecar::jws::parse(black_box(&token), 8192).map(|j| j.alg))
+    });
+    group.bench_function("parse_claims", |b| {
+        b.iter(|| denylist_sidecar::jws::parse_claims(black_box(&payload)).map(|c| c.0.exp))
+    });
+    let denylist = Denylist::new(DenylistSettings::default(), Arc::new(SystemClock));
+    let facts = denylist_sidecar::denylist::TokenFacts {
+        issuer: ISS,
+        jti: Some("3f2a6c1e-9b7d-4a51-8e0f-2c4d6b8a9e10"),
+        subject: Some("user-8f14e45f"),
+        ..Default::default()
+    };
+    group.bench_function("denylist_is_revoked_empty", |b| {
+        b.iter(|| denylist.is_revoked(black_box(&facts)).is_some())
+    });
+    let clock = SystemClock;
+    group.bench_function("clock_now", |b| b.iter(|| clock.now_ms()));
+    group.finish();
+}
+
+criterion_group!(benches, bench_verify, bench_breakdown);
 criterion_main!(benches);

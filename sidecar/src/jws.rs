@@ -151,8 +151,8 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         ));
     }
     let header_json = decode_b64(header_b64, "header")?;
-    check_json_object(&header_json, "header")?;
-    let header: RawHeader<'_> = serde_json::from_slice(&header_json).map_err(|e| {
+    let header_text = check_json_object(&header_json, "header")?;
+    let header: RawHeader<'_> = serde_json::from_str(header_text).map_err(|e| {
         Rejection::with(Reason::Malformed, format!("header is not valid JSON: {e}"))
     })?;
     let alg_name = header
@@ -245,20 +245,31 @@ fn decode_b64(segment: &str, what: &'static str) -> Result<Vec<u8>, Rejection> {
 /// The checks a header or payload passes before it is parsed: valid UTF-8 (serde
 /// skips unread strings without checking them), an object (serde's derived structs
 /// also accept arrays), and nesting within [`MAX_JSON_DEPTH`].
-fn check_json_object(json: &[u8], what: &'static str) -> Result<(), Rejection> {
-    if std::str::from_utf8(json).is_err() {
+///
+/// Returns the text as `&str`: parsing it with `serde_json::from_str` then skips the
+/// per-string UTF-8 checks that `from_slice` would repeat.
+fn check_json_object<'a>(json: &'a [u8], what: &'static str) -> Result<&'a str, Rejection> {
+    let text = utf8_object(json, what)?;
+    check_depth(json, what)?;
+    Ok(text)
+}
+
+/// UTF-8 and "is an object" only; the payload's depth is limited while it is parsed
+/// (see [`Skip`]), which saves a second pass over it.
+fn utf8_object<'a>(json: &'a [u8], what: &'static str) -> Result<&'a str, Rejection> {
+    let Ok(text) = std::str::from_utf8(json) else {
         return Err(Rejection::with(
             Reason::Malformed,
             format!("{what} is not valid UTF-8"),
         ));
-    }
-    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    };
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
         return Err(Rejection::with(
             Reason::Malformed,
             format!("{what} is not a JSON object"),
         ));
     }
-    check_depth(json, what)
+    Ok(text)
 }
 
 /// Rejects JSON nested deeper than [`MAX_JSON_DEPTH`]. A linear scan that skips
@@ -308,8 +319,8 @@ pub fn peek_issuer(payload_b64: &str) -> Option<String> {
         iss: Option<String>,
     }
     let bytes = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
-    check_json_object(&bytes, "payload").ok()?;
-    serde_json::from_slice::<IssOnly>(&bytes).ok()?.iss
+    let text = check_json_object(&bytes, "payload").ok()?;
+    serde_json::from_str::<IssOnly>(text).ok()?.iss
 }
 
 /// The registered claims of a verified payload, with their types checked.
@@ -338,11 +349,15 @@ pub struct RegisteredClaims {
 /// duplicate keys and non-objects are [`Reason::Malformed`].
 pub fn parse_claims(payload_b64: &str) -> Result<(RegisteredClaims, Vec<u8>), Rejection> {
     let payload = decode_b64(payload_b64, "payload")?;
-    check_json_object(&payload, "payload")?;
-    let claims = serde_json::from_slice::<ClaimsDoc>(&payload)
+    let text = utf8_object(&payload, "payload")?;
+    let claims = serde_json::from_str::<ClaimsDoc>(text)
         .map_err(|e| {
+            // Data errors are wrong claim types, except the two structural ones
+            // our visitors raise themselves.
+            let message = e.to_string();
             let reason = if e.classify() == serde_json::error::Category::Data
-                && !e.to_string().starts_with("duplicate")
+                && !message.starts_with("duplicate")
+                && !message.starts_with("JSON is nested")
             {
                 Reason::InvalidClaim
             } else {
@@ -394,13 +409,73 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 "exp" => c.exp = Some(map.next_value::<NumericDate>()?.0),
                 "nbf" => c.nbf = Some(map.next_value::<NumericDate>()?.0),
                 "iat" => c.iat = Some(map.next_value::<NumericDate>()?.0),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => map.next_value_seed(Skip(1))?,
             }
             seen.push(key);
         }
         Ok(ClaimsDoc(c))
+    }
+}
+
+/// Skips an unregistered member's value without allocating, refusing nesting deeper
+/// than [`MAX_JSON_DEPTH`] (serde's `IgnoredAny` skips iteratively, without a limit).
+struct Skip(usize);
+
+impl<'de> de::DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.deeper()?;
+        while seq.next_element_seed(Skip(depth))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.deeper()?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Skip(depth))?;
+        }
+        Ok(())
+    }
+}
+
+impl Skip {
+    fn deeper<E: de::Error>(&self) -> Result<usize, E> {
+        if self.0 >= MAX_JSON_DEPTH {
+            Err(E::custom(format_args!(
+                "JSON is nested deeper than {MAX_JSON_DEPTH} levels"
+            )))
+        } else {
+            Ok(self.0 + 1)
+        }
     }
 }
 
