@@ -92,30 +92,24 @@ impl Listeners {
             Some(path) => Some((bind_unix(path).await?, path.clone())),
             None => None,
         };
-        let tcp = match listen.tcp {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AppError::Bind {
-                        what: format!("gRPC TCP {addr}"),
-                        source,
-                    })?,
-            ),
-            None => None,
-        };
-        let admin = match listen.admin {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AppError::Bind {
-                        what: format!("admin HTTP {addr}"),
-                        source,
-                    })?,
-            ),
-            None => None,
-        };
+        let tcp = bind_tcp(listen.tcp, "gRPC TCP").await?;
+        let admin = bind_tcp(listen.admin, "admin HTTP").await?;
         Ok(Self { unix, tcp, admin })
     }
+}
+
+async fn bind_tcp(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+) -> Result<Option<TcpListener>, AppError> {
+    let Some(addr) = addr else { return Ok(None) };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| AppError::Bind {
+            what: format!("{what} {addr}"),
+            source,
+        })
 }
 
 async fn bind_unix(path: &Path) -> Result<UnixListener, AppError> {
