@@ -235,11 +235,26 @@ mod nats {
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
+    /// The project's nats-server (installed on first use). Only the script's stdout is
+    /// read: it prints the path there, and install progress on stderr.
     pub(crate) fn server_binary() -> PathBuf {
-        let script = super::repo().join("deploy/scripts/ensure-python-tool.sh");
-        let (ok, out) = super::run(Command::new("bash").arg(script).arg("nats-server"));
-        assert!(ok, "nats-server is needed and cannot be installed:\n{out}");
-        PathBuf::from(out.lines().last().unwrap().trim())
+        let script = super::repo().join("scripts/nats-server.sh");
+        let output = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run scripts/nats-server.sh");
+        assert!(
+            output.status.success(),
+            "nats-server is needed and cannot be installed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        assert!(
+            path.is_file(),
+            "scripts/nats-server.sh printed {}",
+            path.display()
+        );
+        path
     }
 
     fn base32_decode(text: &str) -> Vec<u8> {

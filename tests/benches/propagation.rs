@@ -1,0 +1,106 @@
+//! Publish → every sidecar rejecting: 20 real sidecars on one machine, one NATS
+//! server, `ROUNDS` revocations published one at a time.
+//!
+//! ```text
+//! cargo build --release -p denylist-sidecar
+//! DENYLIST_SIDECAR_BIN=$PWD/target/release/denylist-sidecar \
+//!   cargo bench -p denylist-tests --bench propagation
+//! ```
+//!
+//! Each round opens a `Watch` on every sidecar for a fresh token, publishes a `jti`
+//! revocation of it, and records the time from the start of the publish until the
+//! last of the 20 sidecars has delivered its revocation notice — that is, until every
+//! sidecar has applied the rule and would reject the token. Notices are pushed by the
+//! sidecars, so no polling interval inflates the figure. The JetStream ack time is
+//! recorded too.
+
+// Bench binaries print their results.
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use denylist_proto::events::RuleKind;
+use denylist_proto::pb;
+use denylist_tests::events::revoke;
+use denylist_tests::{Fleet, unique};
+use futures::StreamExt as _;
+
+const SIDECARS: usize = 20;
+const ROUNDS: usize = 200;
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+async fn run() -> anyhow::Result<()> {
+    let fleet = Fleet::start(SIDECARS).await?;
+    let mut enforced = Vec::with_capacity(ROUNDS);
+    let mut acked = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let jti = unique("prop");
+        let token = fleet.issuer.token().jti(&jti).mint();
+        let mut watches = Vec::with_capacity(SIDECARS);
+        for sidecar in &fleet.sidecars {
+            watches.push(
+                sidecar
+                    .watch(pb::WatchRequest {
+                        token: token.clone(),
+                        ..Default::default()
+                    })
+                    .await?,
+            );
+        }
+        let start = Instant::now();
+        let arrivals = futures::future::join_all(watches.into_iter().map(|mut w| async move {
+            match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+                Ok(Some(Ok(_))) => Ok(start.elapsed()),
+                other => Err(anyhow::anyhow!("no revocation notice: {other:?}")),
+            }
+        }));
+        let publish = async {
+            let event = revoke(RuleKind::Jti, fleet.issuer.iss(), &[&jti]);
+            fleet.publish(&event).await?;
+            Ok::<_, anyhow::Error>(start.elapsed())
+        };
+        let (arrivals, ack) = tokio::join!(arrivals, publish);
+        acked.push(ack?);
+        let last = arrivals
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or_default();
+        enforced.push(last);
+    }
+    enforced.sort_unstable();
+    acked.sort_unstable();
+    println!(
+        "\n| {SIDECARS} sidecars, {ROUNDS} revocations | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|"
+    );
+    println!(
+        "| publish → JetStream ack | {:.2} | {:.2} | {:.2} |",
+        percentile(&acked, 0.5),
+        percentile(&acked, 0.99),
+        percentile(&acked, 1.0)
+    );
+    println!(
+        "| publish → all {SIDECARS} sidecars rejecting | {:.2} | {:.2} | {:.2} |",
+        percentile(&enforced, 0.5),
+        percentile(&enforced, 0.99),
+        percentile(&enforced, 1.0)
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo test --benches` runs bench binaries without `--bench`: stay quick there.
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
