@@ -856,6 +856,14 @@ impl IssuerConfig {
                 }
             }
         }
+        if k.refetch_min_interval < Duration::from_secs(1) {
+            // Each unknown `kid` may trigger a fetch: without a floor, forged kids
+            // would turn the sidecar into a load generator against the IdP.
+            return Err(invalid(
+                format!("{at}.keys.refetch_min_interval"),
+                "must be at least 1s",
+            ));
+        }
         if k.refresh_interval < Duration::from_secs(1) {
             return Err(invalid(
                 format!("{at}.keys.refresh_interval"),

@@ -134,3 +134,16 @@ fn nats_mode_needs_servers_and_trusted_keys_and_names_a_bad_url() {
         "nats.trusted_publishers"
     );
 }
+
+#[test]
+fn refetch_interval_has_a_floor() {
+    let text = MINIMAL.replace(
+        "pem_files = [{ path = \"es256.pem\", kid = \"k1\" }]",
+        "jwks_url = \"https://idp.example/jwks\"\nrefetch_min_interval = \"0s\"",
+    );
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(
+        field_of(c.validate().unwrap_err()),
+        "issuers[0].keys.refetch_min_interval"
+    );
+}
