@@ -14,6 +14,11 @@ cargo fmt --all -- --check
 echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> building the binaries the end-to-end tests run (denylist-sidecar, denylistctl)"
+# Cargo builds a binary for a test only when it belongs to the test's own package; the
+# tests/ crate runs the sidecar and the CLI as real processes, so build them first.
+cargo build --workspace --bins --locked
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
