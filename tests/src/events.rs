@@ -141,10 +141,13 @@ pub async fn init_stream(
     .await
 }
 
-/// `(messages, last sequence)` of a stream.
-pub async fn stream_state(client: &async_nats::Client, stream: &str) -> anyhow::Result<(u64, u64)> {
+/// A stream's info, bounded by a timeout.
+pub async fn stream_info(
+    client: &async_nats::Client,
+    stream: &str,
+) -> anyhow::Result<jetstream::stream::Info> {
     let js = jetstream::new(client.clone());
-    let info = within_for(
+    within_for(
         2 * ATTEMPT,
         format_args!("stream info of {stream}"),
         async {
@@ -155,7 +158,12 @@ pub async fn stream_state(client: &async_nats::Client, stream: &str) -> anyhow::
                 .map_err(anyhow::Error::from)
         },
     )
-    .await??;
+    .await?
+}
+
+/// `(messages, last sequence)` of a stream.
+pub async fn stream_state(client: &async_nats::Client, stream: &str) -> anyhow::Result<(u64, u64)> {
+    let info = stream_info(client, stream).await?;
     Ok((info.state.messages, info.state.last_sequence))
 }
 

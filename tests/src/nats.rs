@@ -20,7 +20,7 @@ use async_nats::jetstream;
 use tempfile::TempDir;
 
 use crate::binaries;
-use crate::wait::{STEP, wait_for, within, within_for};
+use crate::wait::{STEP, wait_for, within};
 
 /// How long a cluster may take to elect a JetStream meta leader.
 pub const CLUSTER_FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -486,19 +486,7 @@ impl NatsCluster {
         client: &async_nats::Client,
         stream: &str,
     ) -> anyhow::Result<Option<usize>> {
-        let js = jetstream::new(client.clone());
-        let info = within_for(
-            2 * ATTEMPT,
-            format_args!("stream info of {stream}"),
-            async {
-                js.get_stream(stream)
-                    .await?
-                    .get_info()
-                    .await
-                    .map_err(anyhow::Error::from)
-            },
-        )
-        .await??;
+        let info = crate::events::stream_info(client, stream).await?;
         Ok(info
             .cluster
             .and_then(|c| c.leader)
