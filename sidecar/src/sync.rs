@@ -235,19 +235,21 @@ impl StreamFollower {
             .map_err(|e| SyncError::JetStream(e.to_string()))
     }
 
-    async fn stream_info(&self) -> Result<async_nats::jetstream::stream::Info, SyncError> {
-        let stream = self.with_timeout(self.js.get_stream(&self.stream)).await?;
-        self.with_timeout(stream.get_info()).await
+    /// The stream, with its info as of now: `get_stream` is itself the STREAM.INFO
+    /// request, so one round trip serves both the heartbeat and a catch-up.
+    async fn stream(&self) -> Result<async_nats::jetstream::stream::Stream, SyncError> {
+        self.with_timeout(self.js.get_stream(&self.stream)).await
     }
 
     async fn last_sequence(&mut self) -> Result<u64, SyncError> {
-        Ok(self.stream_info().await?.state.last_sequence)
+        Ok(self.stream().await?.cached_info().state.last_sequence)
     }
 
     /// Applies every stored event after the last applied one, up to the stream's
     /// last sequence as of the start of the call.
     async fn catch_up(&mut self) -> Result<(), SyncError> {
-        let info = self.stream_info().await?;
+        let stream = self.stream().await?;
+        let info = stream.cached_info();
         self.freshness.mark_heard();
         if !self.warned_max_age
             && !info.config.max_age.is_zero()
@@ -267,7 +269,6 @@ impl StreamFollower {
         // Events older than the stream's first sequence have aged out (max_age); their
         // rules can no longer match a live token.
         let start = (self.applied + 1).max(info.state.first_sequence.max(1));
-        let stream = self.with_timeout(self.js.get_stream(&self.stream)).await?;
         let consumer = self
             .with_timeout(stream.create_consumer(OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence {
