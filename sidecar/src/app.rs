@@ -259,11 +259,6 @@ impl App {
         })
     }
 
-    /// The verifier (for in-process use and benchmarks).
-    pub fn verifier(&self) -> &Arc<Verifier> {
-        &self.verifier
-    }
-
     /// Serves until `shutdown` completes, then drains in-flight calls for at most
     /// `shutdown_grace` and removes the socket file.
     pub async fn run(

@@ -51,11 +51,6 @@ impl IssuerPolicy {
             keys,
         }
     }
-
-    /// The issuer's keys.
-    pub fn keys(&self) -> &Arc<IssuerKeys> {
-        &self.keys
-    }
 }
 
 fn secs(d: std::time::Duration) -> i64 {
@@ -163,11 +158,6 @@ impl Verifier {
             clock,
             max_token_bytes: config.verify.max_token_bytes,
         }
-    }
-
-    /// The issuer policy for `iss`.
-    pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerPolicy>> {
-        self.issuers.get(iss)
     }
 
     /// The denylist this verifier consults.
