@@ -10,6 +10,8 @@
 //!   for the stream's acknowledgement (with [`NatsOptions`] for the connection and its auth;
 //!   [`publisher::revocation`] and [`publisher::lift`] build events).
 //! - [`stream`]: creates, updates and describes the JetStream stream every sidecar follows.
+//! - [`snapshot`]: builds the signed snapshots that let a starting sidecar skip replaying
+//!   the whole stream, and checks the stored one as a sidecar would.
 //! - [`replay`], [`fleet`], [`bulk`]: what `denylistctl` builds on — reading the stream back
 //!   (live rules, history), asking every sidecar for its state, and validating bulk files.
 //!
@@ -26,6 +28,7 @@ pub mod nats;
 pub mod publisher;
 pub mod render;
 pub mod replay;
+pub mod snapshot;
 pub mod stream;
 pub mod timespec;
 pub mod verifier;

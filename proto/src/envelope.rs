@@ -95,6 +95,11 @@ impl SigningKey {
         URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref())
     }
 
+    /// Signs arbitrary bytes (callers add their own domain prefix).
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
     /// Encodes and signs an event.
     pub fn sign(&self, event: &Event) -> pb::SignedEvent {
         let bytes = event.to_proto().encode_to_vec();
@@ -150,15 +155,25 @@ impl TrustedKeys {
     pub fn open(&self, message: &[u8]) -> Result<Event, EnvelopeError> {
         let signed =
             pb::SignedEvent::decode(message).map_err(|e| EnvelopeError::Decode(e.to_string()))?;
-        let key = self
-            .by_id
-            .get(&signed.key_id)
-            .ok_or_else(|| EnvelopeError::UntrustedKey(truncate(&signed.key_id)))?;
-        key.verify(&signed.event, &signed.signature)
-            .map_err(|_| EnvelopeError::BadSignature(signed.key_id.clone()))?;
+        self.verify(&signed.key_id, &signed.event, &signed.signature)?;
         let event = pb::RevocationEvent::decode(signed.event.as_slice())
             .map_err(|e| EnvelopeError::Decode(e.to_string()))?;
         Ok(Event::from_proto(event)?)
+    }
+
+    /// Checks an Ed25519 signature by the trusted key `key_id` over `message`.
+    pub(crate) fn verify(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), EnvelopeError> {
+        let key = self
+            .by_id
+            .get(key_id)
+            .ok_or_else(|| EnvelopeError::UntrustedKey(truncate(key_id)))?;
+        key.verify(message, signature)
+            .map_err(|_| EnvelopeError::BadSignature(key_id.to_owned()))
     }
 }
 

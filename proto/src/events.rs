@@ -15,6 +15,14 @@ pub const MAX_FIELD_LEN: usize = 1024;
 /// Most targets one event may carry.
 pub const MAX_TARGETS: usize = 10_000;
 
+/// Seconds a rule is kept (and matched) beyond the moment the design lets it go.
+///
+/// Covers the largest verification leeway a sidecar accepts (10 minutes) plus clock
+/// skew between publishers and sidecars: dropping a `jti` rule exactly at the token's
+/// `exp` would let the revoked token through for the whole leeway. Snapshot writers
+/// keep events at least this long past their expiry too.
+pub const EXPIRY_GRACE_SECS: i64 = 15 * 60;
+
 /// What a revocation rule matches (all kinds are scoped by issuer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]

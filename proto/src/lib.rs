@@ -1,11 +1,13 @@
 //! The wire contract of denylist (`denylist.v1`): generated protobuf types and
 //! gRPC stubs behind [`pb`], the validated revocation [`events`] model, and the
-//! Ed25519 [`envelope`] that signs events for NATS.
+//! Ed25519 [`envelope`] that signs events for NATS, and the signed [`snapshot`]s
+//! that let a starting sidecar skip replaying the whole stream.
 //!
 //! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set for gRPC server reflection.
 
 pub mod envelope;
 pub mod events;
+pub mod snapshot;
 pub mod subjects;
 
 /// The `denylist.v1` package: messages, enums, and the `Verifier` / `Publisher`

@@ -90,12 +90,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use crate::clock::SharedClock;
 use crate::events::{Action, Event, Revoke, RuleKind};
 
-/// Seconds a rule is kept (and matched) beyond the moment the design lets it go.
-///
-/// Covers the largest verification leeway the configuration accepts (10 minutes) plus
-/// clock skew between publishers and this pod: dropping a `jti` rule exactly at the
-/// token's `exp` would let the revoked token through for the whole leeway.
-pub const EXPIRY_GRACE_SECS: i64 = 15 * 60;
+pub use crate::events::EXPIRY_GRACE_SECS;
 
 /// How long a rebuild waits for readers to let go of the replaced base, so that the
 /// rebuilding thread (not a request) frees it. Readers hold it for nanoseconds.

@@ -113,6 +113,12 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Show every event in the stream with its sequence and time.
     History(HistoryArgs),
+    /// Build or describe the signed snapshot that lets starting sidecars skip replaying the
+    /// whole stream.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Show one sidecar's state (over its socket).
     Status,
     /// Ask every sidecar for its state over NATS; laggards are highlighted.
@@ -135,6 +141,32 @@ pub(crate) enum StreamCommand {
     Init(StreamInitArgs),
     /// Show the stream's configuration and state.
     Info,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// Read the events since the last snapshot (every signature checked against --trust),
+    /// sign the live set with --key, and store it as the latest snapshot. Run it
+    /// periodically (e.g. a CronJob every 10 minutes).
+    Create(SnapshotCreateArgs),
+    /// Check the stored snapshot as a sidecar would and describe it.
+    Info(SnapshotBucketArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotBucketArgs {
+    /// Object store bucket of the snapshots. Default: `<stream>_SNAPSHOTS`.
+    #[arg(long, value_name = "NAME", env = env::SNAPSHOT_BUCKET)]
+    pub(crate) bucket: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotCreateArgs {
+    #[command(flatten)]
+    pub(crate) bucket: SnapshotBucketArgs,
+    /// Replay the whole stream instead of starting from the stored snapshot.
+    #[arg(long)]
+    pub(crate) full: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ use denylist_client::bulk::{self, BulkDefaults, FileFormat};
 use denylist_client::envelope::{SigningKey, TrustedKeys};
 use denylist_client::events::{self, Action, Event, Revoke, RuleKind};
 use denylist_client::replay::{self, Filter, Start};
+use denylist_client::snapshot;
 use denylist_client::stream::{self, InitOutcome, StreamSettings};
 use denylist_client::{
     Client, NatsOptions, Published, Publisher, RetryPolicy, env, fleet, ids, render, timespec,
@@ -25,7 +26,8 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     Cli, Command, FileFormatArg, FilterArgs, FleetArgs, Global, HistoryArgs, LiftArgs, ListArgs,
-    Output, RevokeArgs, StreamCommand, StreamInitArgs,
+    Output, RevokeArgs, SnapshotBucketArgs, SnapshotCommand, SnapshotCreateArgs, StreamCommand,
+    StreamInitArgs,
 };
 
 /// Bulk publishing: events awaiting their acknowledgement at once.
@@ -55,6 +57,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lift(args) => lift(g, &args).await,
         Command::List(args) => list(g, &args).await,
         Command::History(args) => history(g, &args).await,
+        Command::Snapshot {
+            command: SnapshotCommand::Create(args),
+        } => snapshot_create(g, &args).await,
+        Command::Snapshot {
+            command: SnapshotCommand::Info(args),
+        } => snapshot_info(g, &args).await,
         Command::Status => status(g).await,
         Command::Fleet(args) => fleet_status(g, &args).await,
         Command::Verify { token } => verify(g, &token).await,
@@ -224,6 +232,119 @@ async fn stream_info(g: &Global) -> anyhow::Result<ExitCode> {
     match g.output {
         Output::Json => print_json(&serde_json::to_value(&summary)?)?,
         Output::Table => print_text(&render::stream_text(&summary))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot_bucket(g: &Global, args: &SnapshotBucketArgs) -> String {
+    args.bucket
+        .clone()
+        .unwrap_or_else(|| snapshot::default_bucket(&g.stream))
+}
+
+/// The trusted keys, required: a snapshot is only built from, or judged by, checked events.
+fn required_trust(g: &Global, what: &str) -> anyhow::Result<TrustedKeys> {
+    trusted(g)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what} needs the trusted publisher keys the sidecars use: pass --trust KEY[,KEY] or set {}",
+            env::TRUSTED_PUBLISHERS
+        )
+    })
+}
+
+async fn snapshot_create(g: &Global, args: &SnapshotCreateArgs) -> anyhow::Result<ExitCode> {
+    let key = load_key(g)?;
+    let trusted = required_trust(g, "snapshot create")?;
+    let bucket = snapshot_bucket(g, &args.bucket);
+    let (_client, js) = connect(g).await?;
+    let started = std::time::Instant::now();
+    let options = snapshot::CreateOptions {
+        stream: &g.stream,
+        bucket: &bucket,
+        full: args.full,
+        idle: g.timeout,
+        now_ms: timespec::now_ms(),
+    };
+    let created = snapshot::create(&js, options, &key, &trusted).await?;
+    if let Some(why) = &created.previous_refused {
+        eprintln!(
+            "denylistctl: warning: the stored snapshot was not used ({why}); read the whole stream"
+        );
+    }
+    if created.rejected > 0 {
+        eprintln!(
+            "denylistctl: warning: {} stored message(s) are not signed by a trusted key and were left out",
+            created.rejected
+        );
+    }
+    let m = &created.manifest;
+    match g.output {
+        Output::Json => print_json(&json!({
+            "bucket": bucket,
+            "stream": m.stream,
+            "covered_sequence": m.covered_sequence,
+            "events": m.event_count,
+            "bytes": created.bytes,
+            "previous_covered_sequence": created.previous,
+            "read": created.read,
+            "rejected": created.rejected,
+            "dropped": created.dropped,
+            "key_id": key.key_id(),
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        }))?,
+        Output::Table => print_text(&format!(
+            "snapshot of {} up to sequence {} stored in bucket {bucket}: {} event(s), {} bytes, signed by key {}\n\
+             read {} event(s) {}; dropped {} (expired or without effect) in {:.1?}\n",
+            m.stream,
+            m.covered_sequence,
+            m.event_count,
+            created.bytes,
+            key.key_id(),
+            created.read,
+            created.previous.map_or_else(
+                || "from the start of the stream".to_owned(),
+                |p| format!("after the previous snapshot (sequence {p})")
+            ),
+            created.dropped,
+            started.elapsed(),
+        ))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn snapshot_info(g: &Global, args: &SnapshotBucketArgs) -> anyhow::Result<ExitCode> {
+    let trusted = required_trust(g, "snapshot info")?;
+    let bucket = snapshot_bucket(g, args);
+    let (_client, js) = connect(g).await?;
+    let d = snapshot::describe(&js, &g.stream, &bucket, &trusted).await?;
+    let m = &d.manifest;
+    let age_ms = timespec::now_ms().saturating_sub(m.created_at_ms).max(0);
+    let behind = d.stream_last_sequence.saturating_sub(m.covered_sequence);
+    match g.output {
+        Output::Json => print_json(&json!({
+            "bucket": bucket,
+            "stream": m.stream,
+            "covered_sequence": m.covered_sequence,
+            "stream_last_sequence": d.stream_last_sequence,
+            "events_behind": behind,
+            "events": m.event_count,
+            "bytes": d.bytes,
+            "key_id": d.key_id,
+            "created_at_ms": m.created_at_ms,
+            "age_ms": age_ms,
+        }))?,
+        Output::Table => print_text(&format!(
+            "snapshot in bucket {bucket}: valid, signed by key {}\n\
+             covers {} up to sequence {} ({} event(s), {} bytes), taken {} ago\n\
+             a starting sidecar replays the {behind} event(s) after it (the stream ends at {})\n",
+            d.key_id,
+            m.stream,
+            m.covered_sequence,
+            m.event_count,
+            d.bytes,
+            humantime::format_duration(Duration::from_secs(age_ms.unsigned_abs() / 1000)),
+            d.stream_last_sequence,
+        ))?,
     }
     Ok(ExitCode::SUCCESS)
 }

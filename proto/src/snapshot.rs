@@ -1,0 +1,214 @@
+//! Snapshots: the events a sidecar would hold after replaying the stream up to a
+//! sequence, signed once, so that a starting sidecar loads one object instead of
+//! replaying — and checking the Ed25519 signature of — every event.
+//!
+//! An object is a length-delimited [`pb::SignedSnapshot`] (the signed
+//! [`pb::SnapshotManifest`]) followed by the body: the `RevocationEvent`s, each
+//! length-delimited, in stream order. The manifest binds the body by its length and
+//! SHA-256, and the stream by its name and creation time, so a snapshot can neither
+//! be altered nor loaded against a recreated stream whose sequences restarted.
+//!
+//! A snapshot is trusted exactly as an event is: signed by one of the sidecar's
+//! trusted publisher keys. The signature covers [`SIGNING_PREFIX`] followed by the
+//! manifest bytes; the prefix is not a valid protobuf start, so no snapshot
+//! signature can pass as an event's and no event signature as a snapshot's.
+
+use aws_lc_rs::digest::{SHA256, digest};
+use prost::Message as _;
+
+use crate::envelope::{EnvelopeError, SigningKey, TrustedKeys};
+use crate::events::{Event, EventError};
+use crate::pb;
+
+/// The bytes a snapshot signature covers come after this prefix.
+pub const SIGNING_PREFIX: &[u8] = b"denylist.v1.snapshot\n";
+
+/// The object holding a stream's latest snapshot.
+pub const OBJECT_NAME: &str = "latest";
+
+/// Largest signed head accepted: a manifest is about a hundred bytes.
+const MAX_HEAD_LEN: usize = 64 * 1024;
+
+/// The object store bucket that holds a stream's snapshots unless configured otherwise.
+pub fn default_bucket(stream: &str) -> String {
+    format!("{stream}_SNAPSHOTS")
+}
+
+/// What a snapshot covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The stream it was taken from.
+    pub stream: String,
+    /// That stream's creation time, Unix nanoseconds.
+    pub stream_created_unix_nanos: i64,
+    /// Every event up to this stream sequence is reflected.
+    pub covered_sequence: u64,
+    /// When the snapshot was taken, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Number of events in the body.
+    pub event_count: u64,
+}
+
+/// Why a snapshot was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes are not a snapshot object.
+    #[error("not a snapshot: {0}")]
+    Decode(String),
+    /// The signature is missing, from an untrusted key, or wrong.
+    #[error("snapshot signature: {0}")]
+    Signature(#[from] EnvelopeError),
+    /// The body does not match what the signed manifest says.
+    #[error("snapshot body does not match its signed manifest: {0}")]
+    Body(String),
+    /// An event in the body is invalid.
+    #[error("snapshot event #{index}: {source}")]
+    Event {
+        /// Position in the body, from 0.
+        index: u64,
+        /// What is wrong with it.
+        source: EventError,
+    },
+}
+
+/// Encodes and signs a snapshot of `events` (in stream order). `manifest.event_count`
+/// is set from `events`.
+pub fn seal(manifest: &Manifest, events: &[Event], key: &SigningKey) -> Vec<u8> {
+    let mut body = Vec::new();
+    for event in events {
+        event
+            .to_proto()
+            .encode_length_delimited(&mut body)
+            .expect("a Vec grows as needed");
+    }
+    let manifest = pb::SnapshotManifest {
+        stream: manifest.stream.clone(),
+        stream_created_unix_nanos: manifest.stream_created_unix_nanos,
+        covered_sequence: manifest.covered_sequence,
+        created_at_ms: manifest.created_at_ms,
+        event_count: events.len() as u64,
+        body_len: body.len() as u64,
+        body_sha256: digest(&SHA256, &body).as_ref().to_vec(),
+    }
+    .encode_to_vec();
+    let mut signed_bytes = SIGNING_PREFIX.to_vec();
+    signed_bytes.extend_from_slice(&manifest);
+    let head = pb::SignedSnapshot {
+        signature: key.sign_bytes(&signed_bytes),
+        key_id: key.key_id().to_owned(),
+        manifest,
+    };
+    let mut object = head.encode_length_delimited_to_vec();
+    object.extend_from_slice(&body);
+    object
+}
+
+/// A snapshot whose signature, manifest and body digest have been checked.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    /// What it covers.
+    pub manifest: Manifest,
+    /// The publisher key that signed it.
+    pub key_id: String,
+    body: &'a [u8],
+}
+
+/// Checks a snapshot object: the head's signature by a trusted key first, then the
+/// manifest, then the body's length and SHA-256. Nothing of the body is decoded here;
+/// [`Opened::events`] decodes it one event at a time.
+pub fn open<'a>(object: &'a [u8], trusted: &TrustedKeys) -> Result<Opened<'a>, SnapshotError> {
+    let mut rest = object;
+    let head_len = prost::decode_length_delimiter(&mut rest)
+        .map_err(|e| SnapshotError::Decode(format!("head length: {e}")))?;
+    if head_len > MAX_HEAD_LEN || head_len > rest.len() {
+        return Err(SnapshotError::Decode(format!(
+            "head of {head_len} bytes does not fit (object is {} bytes)",
+            object.len()
+        )));
+    }
+    let (head, body) = rest.split_at(head_len);
+    let head =
+        pb::SignedSnapshot::decode(head).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+    let mut signed_bytes = SIGNING_PREFIX.to_vec();
+    signed_bytes.extend_from_slice(&head.manifest);
+    trusted.verify(&head.key_id, &signed_bytes, &head.signature)?;
+
+    let manifest = pb::SnapshotManifest::decode(head.manifest.as_slice())
+        .map_err(|e| SnapshotError::Decode(format!("manifest: {e}")))?;
+    if manifest.body_len != body.len() as u64 {
+        return Err(SnapshotError::Body(format!(
+            "{} bytes, the manifest says {}",
+            body.len(),
+            manifest.body_len
+        )));
+    }
+    if digest(&SHA256, body).as_ref() != manifest.body_sha256.as_slice() {
+        return Err(SnapshotError::Body("SHA-256 differs".to_owned()));
+    }
+    Ok(Opened {
+        manifest: Manifest {
+            stream: manifest.stream,
+            stream_created_unix_nanos: manifest.stream_created_unix_nanos,
+            covered_sequence: manifest.covered_sequence,
+            created_at_ms: manifest.created_at_ms,
+            event_count: manifest.event_count,
+        },
+        key_id: head.key_id,
+        body,
+    })
+}
+
+impl<'a> Opened<'a> {
+    /// The events, decoded and validated one at a time, in stream order. Ends with an
+    /// error if the body holds a different number of events than the manifest says.
+    pub fn events(&self) -> Events<'a> {
+        Events {
+            rest: self.body,
+            index: 0,
+            expected: self.manifest.event_count,
+            done: false,
+        }
+    }
+}
+
+/// Iterator over a snapshot's events; see [`Opened::events`].
+#[derive(Debug)]
+pub struct Events<'a> {
+    rest: &'a [u8],
+    index: u64,
+    expected: u64,
+    done: bool,
+}
+
+impl Iterator for Events<'_> {
+    type Item = Result<Event, SnapshotError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.rest.is_empty() {
+            self.done = true;
+            return (self.index != self.expected).then(|| {
+                Err(SnapshotError::Body(format!(
+                    "{} events, the manifest says {}",
+                    self.index, self.expected
+                )))
+            });
+        }
+        let index = self.index;
+        self.index += 1;
+        let decoded = pb::RevocationEvent::decode_length_delimited(&mut self.rest)
+            .map_err(|e| EventError::Decode(e.to_string()))
+            .and_then(Event::from_proto)
+            .map_err(|source| SnapshotError::Event { index, source });
+        if decoded.is_err() {
+            // The framing may be lost: stop rather than read garbage as events.
+            self.done = true;
+        }
+        Some(decoded)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+use prost::Message as _;
+
+use super::*;
+use crate::events::{Action, Revoke, RuleKind};
+
+fn event(id: &str, target: &str) -> Event {
+    Event {
+        event_id: id.into(),
+        action: Action::Revoke(Revoke {
+            kind: RuleKind::Jti,
+            issuer: "https://idp".into(),
+            targets: vec![target.into()],
+            cutoff: 0,
+            expires_at: None,
+        }),
+        reason: "test".into(),
+        actor: "tester".into(),
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn lift(id: &str, of: &str) -> Event {
+    Event {
+        event_id: id.into(),
+        action: Action::Lift {
+            event_ids: vec![of.into()],
+        },
+        reason: String::new(),
+        actor: "tester".into(),
+        created_at_ms: 1_700_000_000_001,
+    }
+}
+
+fn manifest() -> Manifest {
+    Manifest {
+        stream: "DENYLIST".into(),
+        stream_created_unix_nanos: 1_700_000_000_123_456_789,
+        covered_sequence: 42,
+        created_at_ms: 1_700_000_100_000,
+        event_count: 0,
+    }
+}
+
+fn setup() -> (SigningKey, TrustedKeys) {
+    let (key, _) = SigningKey::generate().unwrap();
+    let trusted = TrustedKeys::from_public_keys(&[key.public_key()]).unwrap();
+    (key, trusted)
+}
+
+fn events() -> Vec<Event> {
+    vec![event("e1", "a"), event("e2", "b"), lift("l1", "e1")]
+}
+
+#[test]
+fn a_sealed_snapshot_opens_with_its_manifest_and_events_in_order() {
+    let (key, trusted) = setup();
+    let object = seal(&manifest(), &events(), &key);
+    let opened = open(&object, &trusted).unwrap();
+    assert_eq!(
+        opened.manifest,
+        Manifest {
+            event_count: 3,
+            ..manifest()
+        }
+    );
+    assert_eq!(opened.key_id, key.key_id());
+    let read: Vec<Event> = opened.events().collect::<Result<_, _>>().unwrap();
+    assert_eq!(read, events());
+}
+
+#[test]
+fn an_empty_snapshot_opens() {
+    let (key, trusted) = setup();
+    let object = seal(&manifest(), &[], &key);
+    let opened = open(&object, &trusted).unwrap();
+    assert_eq!(opened.events().count(), 0);
+}
+
+#[test]
+fn any_changed_body_byte_is_refused() {
+    let (key, trusted) = setup();
+    let object = seal(&manifest(), &events(), &key);
+    let body_start = object.len() - opened_body_len(&object, &trusted);
+    for i in body_start..object.len() {
+        let mut tampered = object.clone();
+        tampered[i] ^= 0x01;
+        assert!(
+            matches!(open(&tampered, &trusted), Err(SnapshotError::Body(_))),
+            "byte {i}"
+        );
+    }
+}
+
+fn opened_body_len(object: &[u8], trusted: &TrustedKeys) -> usize {
+    open(object, trusted).unwrap().body.len()
+}
+
+#[test]
+fn a_truncated_or_extended_object_is_refused() {
+    let (key, trusted) = setup();
+    let object = seal(&manifest(), &events(), &key);
+    assert!(matches!(
+        open(&object[..object.len() - 1], &trusted),
+        Err(SnapshotError::Body(_))
+    ));
+    let mut longer = object.clone();
+    longer.push(0);
+    assert!(matches!(
+        open(&longer, &trusted),
+        Err(SnapshotError::Body(_))
+    ));
+    assert!(matches!(
+        open(&object[..3], &trusted),
+        Err(SnapshotError::Decode(_))
+    ));
+    assert!(matches!(open(&[], &trusted), Err(SnapshotError::Decode(_))));
+}
+
+#[test]
+fn a_changed_manifest_or_an_untrusted_key_is_refused() {
+    let (key, trusted) = setup();
+    let object = seal(&manifest(), &events(), &key);
+    let mut rest = object.as_slice();
+    let head_len = prost::decode_length_delimiter(&mut rest).unwrap();
+    let body = &rest[head_len..];
+    let head = pb::SignedSnapshot::decode(&rest[..head_len]).unwrap();
+
+    // Claim to cover more of the stream than was signed.
+    let mut m = pb::SnapshotManifest::decode(head.manifest.as_slice()).unwrap();
+    m.covered_sequence += 1000;
+    let forged = pb::SignedSnapshot {
+        manifest: m.encode_to_vec(),
+        ..head.clone()
+    };
+    let mut object2 = forged.encode_length_delimited_to_vec();
+    object2.extend_from_slice(body);
+    assert!(matches!(
+        open(&object2, &trusted),
+        Err(SnapshotError::Signature(EnvelopeError::BadSignature(_)))
+    ));
+
+    // Signed by a key the sidecar does not trust.
+    let (other, _) = SigningKey::generate().unwrap();
+    let untrusted = seal(&manifest(), &events(), &other);
+    assert!(matches!(
+        open(&untrusted, &trusted),
+        Err(SnapshotError::Signature(EnvelopeError::UntrustedKey(_)))
+    ));
+
+    // No signature at all.
+    let unsigned = pb::SignedSnapshot {
+        signature: Vec::new(),
+        ..head
+    };
+    let mut object3 = unsigned.encode_length_delimited_to_vec();
+    object3.extend_from_slice(body);
+    assert!(matches!(
+        open(&object3, &trusted),
+        Err(SnapshotError::Signature(EnvelopeError::BadSignature(_)))
+    ));
+}
+
+#[test]
+fn snapshot_and_event_signatures_never_pass_for_each_other() {
+    let (key, trusted) = setup();
+    // An event's signature presented as a snapshot's: the manifest would be the event
+    // bytes, but the snapshot signature covers the prefix as well.
+    let signed_event = key.sign(&event("e1", "a"));
+    let head = pb::SignedSnapshot {
+        manifest: signed_event.event.clone(),
+        key_id: signed_event.key_id.clone(),
+        signature: signed_event.signature.clone(),
+    };
+    let object = head.encode_length_delimited_to_vec();
+    assert!(matches!(
+        open(&object, &trusted),
+        Err(SnapshotError::Signature(EnvelopeError::BadSignature(_)))
+    ));
+
+    // A snapshot's signed bytes presented as an event: never an event.
+    let sealed = seal(&manifest(), &[], &key);
+    let mut rest = sealed.as_slice();
+    let head_len = prost::decode_length_delimiter(&mut rest).unwrap();
+    let head = pb::SignedSnapshot::decode(&rest[..head_len]).unwrap();
+    let mut signed_bytes = SIGNING_PREFIX.to_vec();
+    signed_bytes.extend_from_slice(&head.manifest);
+    let as_event = pb::SignedEvent {
+        event: signed_bytes,
+        key_id: head.key_id,
+        signature: head.signature,
+    };
+    assert!(trusted.open(&as_event.encode_to_vec()).is_err());
+}
+
+#[test]
+fn an_invalid_event_in_a_signed_body_stops_the_load_with_its_index() {
+    let (key, trusted) = setup();
+    let mut bad = event("e2", "b");
+    bad.event_id = String::new();
+    // `seal` does not validate (the writer validated when it read the events); a body
+    // with an invalid event is still refused when read.
+    let object = seal(
+        &manifest(),
+        &[event("e1", "a"), bad, event("e3", "c")],
+        &key,
+    );
+    let opened = open(&object, &trusted).unwrap();
+    let read: Vec<_> = opened.events().collect();
+    assert_eq!(read.len(), 2, "reading stops at the bad event");
+    assert!(read[0].is_ok());
+    assert!(matches!(
+        read[1],
+        Err(SnapshotError::Event { index: 1, .. })
+    ));
+}
