@@ -76,8 +76,8 @@ pub struct Created {
     pub dropped: usize,
 }
 
-/// The stream instance a snapshot belongs to: name and creation time.
-fn stream_created_nanos(info: &jetstream::stream::Info) -> i64 {
+/// The creation time that, with its name, identifies a stream instance.
+pub fn stream_created_nanos(info: &jetstream::stream::Info) -> i64 {
     i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
@@ -223,30 +223,17 @@ pub async fn describe(
 }
 
 /// Checks that a snapshot belongs to this stream instance and does not claim events
-/// the stream does not have. The same checks a sidecar makes before loading one.
+/// the stream does not have: the checks a sidecar makes before loading one.
 pub fn check_stream(
     manifest: &Manifest,
     stream_name: &str,
     info: &jetstream::stream::Info,
 ) -> Result<(), SnapshotError> {
-    if manifest.stream != stream_name {
-        return Err(SnapshotError::Decode(format!(
-            "taken from stream {:?}, not {stream_name:?}",
-            manifest.stream
-        )));
-    }
-    if manifest.stream_created_unix_nanos != stream_created_nanos(info) {
-        return Err(SnapshotError::Decode(
-            "taken from an earlier stream of the same name (the stream was recreated)".into(),
-        ));
-    }
-    if manifest.covered_sequence > info.state.last_sequence {
-        return Err(SnapshotError::Decode(format!(
-            "covers sequence {} but the stream ends at {}",
-            manifest.covered_sequence, info.state.last_sequence
-        )));
-    }
-    Ok(())
+    manifest.check_stream(
+        stream_name,
+        stream_created_nanos(info),
+        info.state.last_sequence,
+    )
 }
 
 fn usable(

@@ -49,6 +49,37 @@ pub struct Manifest {
     pub event_count: u64,
 }
 
+impl Manifest {
+    /// Checks that the snapshot belongs to this stream instance (`name` and creation
+    /// time) and does not claim events the stream does not have.
+    pub fn check_stream(
+        &self,
+        name: &str,
+        created_unix_nanos: i64,
+        last_sequence: u64,
+    ) -> Result<(), SnapshotError> {
+        if self.stream != name {
+            return Err(SnapshotError::Stream(format!(
+                "taken from stream {:?}, not {name:?}",
+                self.stream
+            )));
+        }
+        if self.stream_created_unix_nanos != created_unix_nanos {
+            return Err(SnapshotError::Stream(
+                "taken from an earlier stream of the same name (the stream was recreated)"
+                    .to_owned(),
+            ));
+        }
+        if self.covered_sequence > last_sequence {
+            return Err(SnapshotError::Stream(format!(
+                "covers sequence {} but the stream ends at {last_sequence}",
+                self.covered_sequence
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Why a snapshot was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -61,6 +92,9 @@ pub enum SnapshotError {
     /// The body does not match what the signed manifest says.
     #[error("snapshot body does not match its signed manifest: {0}")]
     Body(String),
+    /// The snapshot is not of this stream, as it is now.
+    #[error("snapshot does not match the stream: {0}")]
+    Stream(String),
     /// An event in the body is invalid.
     #[error("snapshot event #{index}: {source}")]
     Event {

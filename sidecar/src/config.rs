@@ -311,6 +311,11 @@ pub struct NatsConfig {
     pub tls_required: bool,
     /// Ed25519 PKCS#8 PEM key; when set, the sidecar serves `denylist.v1.Publisher`.
     pub publisher_key_file: Option<PathBuf>,
+    /// Whether to start from the stream's signed snapshot (when there is a valid one)
+    /// instead of replaying the whole stream. Default true.
+    pub snapshots: bool,
+    /// Object store bucket of the snapshots. Default `<stream>_SNAPSHOTS`.
+    pub snapshot_bucket: Option<String>,
 }
 
 impl Default for NatsConfig {
@@ -331,11 +336,20 @@ impl Default for NatsConfig {
             tls_key_file: None,
             tls_required: false,
             publisher_key_file: None,
+            snapshots: true,
+            snapshot_bucket: None,
         }
     }
 }
 
 impl NatsConfig {
+    /// The object store bucket the snapshots are read from.
+    pub fn snapshot_bucket(&self) -> String {
+        self.snapshot_bucket
+            .clone()
+            .unwrap_or_else(|| denylist_proto::snapshot::default_bucket(&self.stream))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.servers.is_empty() {
             return Err(invalid(
@@ -370,6 +384,17 @@ impl NatsConfig {
         }
         denylist_proto::envelope::TrustedKeys::from_public_keys(&self.trusted_publishers)
             .map_err(|e| invalid("nats.trusted_publishers", e.to_string()))?;
+        if let Some(bucket) = &self.snapshot_bucket
+            && (bucket.is_empty()
+                || !bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return Err(invalid(
+                "nats.snapshot_bucket",
+                "must be a bucket name (letters, digits, _ and -)",
+            ));
+        }
         if self.heartbeat_interval < Duration::from_millis(100) {
             return Err(invalid("nats.heartbeat_interval", "must be at least 100ms"));
         }

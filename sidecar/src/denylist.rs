@@ -321,13 +321,29 @@ impl Denylist {
     /// applied in order with the same rules as [`Denylist::apply`]; events applied
     /// concurrently with a replacement are part of the old content and are lost.
     pub fn replace_all(&self, events: &[Event]) -> Applied {
+        match self.try_replace_all(events.iter().map(Ok::<_, std::convert::Infallible>)) {
+            Ok(applied) => applied,
+        }
+    }
+
+    /// [`Denylist::replace_all`] from events decoded one at a time (a snapshot being
+    /// loaded): the first error stops the replacement and the content stays as it was,
+    /// so a bad snapshot never leaves a partial set in force.
+    pub fn try_replace_all<E, Ev: Borrow<Event>>(
+        &self,
+        events: impl IntoIterator<Item = Result<Ev, E>>,
+    ) -> Result<Applied, E> {
         let _maintenance = self.maintenance.lock();
         let started = Instant::now();
         let now = self.clock.now_secs();
         let mut fresh = Writer::default();
         let mut rules: Vec<(Fp, Arc<EventMeta>)> = Vec::new();
         let mut applied = Applied::default();
+        let mut count = 0usize;
         for event in events {
+            let event = event?;
+            let event = event.borrow();
+            count += 1;
             if fresh.knows(&event.event_id) {
                 applied.duplicate = true;
                 continue;
@@ -369,12 +385,12 @@ impl Denylist {
         };
         retire(old_base);
         tracing::debug!(
-            events = events.len(),
+            events = count,
             ?applied,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "denylist replaced"
         );
-        applied
+        Ok(applied)
     }
 
     /// THE HOT PATH: the rule that revokes this token, if any. Never blocks, never

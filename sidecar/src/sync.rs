@@ -14,6 +14,10 @@
 //!    catch-up from the last applied sequence; so does a heartbeat that finds the
 //!    stream ahead of us. No revocation is ever skipped.
 //!
+//! Before the first catch-up, a follower that has applied nothing loads the stream's
+//! signed snapshot when there is a valid one (see [`denylist_proto::snapshot`]), so
+//! it replays only the events after the snapshot's sequence.
+//!
 //! The heartbeat (stream info every `heartbeat_interval`) is also what "heard from"
 //! means for staleness: a sidecar that cannot reach the stream turns stale.
 //! Events are applied only if signed by a trusted publisher; anything else is
@@ -25,7 +29,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use denylist_proto::envelope::TrustedKeys;
-use denylist_proto::subjects;
+use denylist_proto::{snapshot, subjects};
 use futures::StreamExt as _;
 use tokio::sync::{broadcast, watch};
 
@@ -119,6 +123,8 @@ pub struct StreamFollower {
     longest_lifetime: Duration,
     applied: u64,
     warned_max_age: bool,
+    /// The snapshot bucket, until a start from a snapshot has been tried.
+    snapshot_bucket: Option<String>,
 }
 
 impl StreamFollower {
@@ -150,6 +156,7 @@ impl StreamFollower {
             longest_lifetime,
             applied: 0,
             warned_max_age: false,
+            snapshot_bucket: config.snapshots.then(|| config.snapshot_bucket()),
         }
     }
 
@@ -262,6 +269,9 @@ impl StreamFollower {
             );
             self.warned_max_age = true;
         }
+        if self.applied == 0 && info.state.last_sequence > 0 {
+            self.start_from_snapshot(info).await;
+        }
         let last = info.state.last_sequence;
         if last <= self.applied {
             return Ok(());
@@ -310,6 +320,101 @@ impl StreamFollower {
             }
         }
         Ok(())
+    }
+
+    /// Loads the stream's snapshot, if there is a valid one, so that catching up
+    /// replays only the events after it. Anything wrong with it is logged and
+    /// counted, and the stream is replayed from the start instead; a transport error
+    /// leaves the attempt to the next catch-up.
+    async fn start_from_snapshot(&mut self, info: &async_nats::jetstream::stream::Info) {
+        let Some(bucket) = self.snapshot_bucket.clone() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let outcome = match self.fetch_snapshot(&bucket).await {
+            Ok(None) => {
+                tracing::info!(
+                    bucket,
+                    "no snapshot of the revocation stream; replaying it from the start"
+                );
+                "missing"
+            }
+            Ok(Some(object)) => {
+                let created =
+                    i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+                let (stream, last) = (self.stream.clone(), info.state.last_sequence);
+                let trusted = self.trusted.clone();
+                let denylist = Arc::clone(&self.denylist);
+                // Checking and decoding a million events is CPU work: off the runtime.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let opened = snapshot::open(&object, &trusted)?;
+                    opened.manifest.check_stream(&stream, created, last)?;
+                    let applied = denylist.try_replace_all(opened.events())?;
+                    Ok::<_, snapshot::SnapshotError>((opened.manifest, opened.key_id, applied))
+                })
+                .await;
+                match loaded {
+                    Ok(Ok((manifest, key_id, applied))) => {
+                        self.applied = manifest.covered_sequence;
+                        self.freshness.set_sequence(self.applied);
+                        let _ = self.changes.send(self.applied);
+                        tracing::info!(
+                            bucket,
+                            covered_sequence = manifest.covered_sequence,
+                            events = manifest.event_count,
+                            rules = applied.added,
+                            key_id,
+                            elapsed = ?started.elapsed(),
+                            "started from the revocation stream's snapshot"
+                        );
+                        "loaded"
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(bucket, error = %e, "snapshot refused; replaying the stream from the start");
+                        "refused"
+                    }
+                    Err(e) => {
+                        tracing::error!(bucket, error = %e, "loading the snapshot failed; replaying the stream from the start");
+                        "refused"
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(bucket, error = %e, "cannot read the snapshot; will try again");
+                metrics::counter!("denylist_snapshot_loads_total", "outcome" => "error")
+                    .increment(1);
+                return;
+            }
+        };
+        metrics::counter!("denylist_snapshot_loads_total", "outcome" => outcome).increment(1);
+        self.snapshot_bucket = None;
+    }
+
+    /// The snapshot object's bytes; `None` when there is no bucket or no snapshot.
+    async fn fetch_snapshot(&self, bucket: &str) -> Result<Option<Vec<u8>>, SyncError> {
+        use async_nats::jetstream::object_store::GetErrorKind;
+        use tokio::io::AsyncReadExt as _;
+
+        // A missing bucket is the normal case where nobody writes snapshots; the
+        // stream itself answered just now, so this is not a transport failure.
+        let Ok(store) = self.with_timeout(self.js.get_object_store(bucket)).await else {
+            return Ok(None);
+        };
+        let mut object =
+            match tokio::time::timeout(self.timeout, store.get(snapshot::OBJECT_NAME)).await {
+                Err(_) => return Err(SyncError::Timeout(self.timeout)),
+                Ok(Err(e)) if e.kind() == GetErrorKind::NotFound => return Ok(None),
+                Ok(Err(e)) => return Err(SyncError::JetStream(e.to_string())),
+                Ok(Ok(object)) => object,
+            };
+        let mut bytes = Vec::new();
+        // A big snapshot takes longer than one request: allow a minute at least.
+        let budget = (self.timeout * 12).max(Duration::from_secs(60));
+        tokio::time::timeout(budget, object.read_to_end(&mut bytes))
+            .await
+            .map_err(|_| SyncError::Timeout(budget))?
+            .map_err(|e| SyncError::JetStream(format!("reading the snapshot: {e}")))?;
+        Ok(Some(bytes))
     }
 
     /// Applies one stored message. A rejected event is skipped (its sequence still

@@ -18,6 +18,8 @@ mod fleet_status;
 mod harness;
 #[path = "e2e/propagation.rs"]
 mod propagation;
+#[path = "e2e/snapshot.rs"]
+mod snapshot;
 #[path = "e2e/staleness.rs"]
 mod staleness;
 #[path = "e2e/startup.rs"]

@@ -213,3 +213,24 @@ fn an_invalid_event_in_a_signed_body_stops_the_load_with_its_index() {
         Err(SnapshotError::Event { index: 1, .. })
     ));
 }
+
+#[test]
+fn a_snapshot_matches_only_its_own_stream_instance() {
+    let m = manifest();
+    let created = m.stream_created_unix_nanos;
+    assert!(m.check_stream("DENYLIST", created, 42).is_ok());
+    assert!(m.check_stream("DENYLIST", created, 1000).is_ok());
+    for (name, created, last) in [
+        ("OTHER", created, 42),
+        ("DENYLIST", created + 1, 42),
+        ("DENYLIST", created, 41),
+    ] {
+        assert!(
+            matches!(
+                m.check_stream(name, created, last),
+                Err(SnapshotError::Stream(_))
+            ),
+            "{name} {created} {last}"
+        );
+    }
+}

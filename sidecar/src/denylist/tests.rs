@@ -631,6 +631,42 @@ fn replace_all_swaps_the_whole_content() {
 }
 
 #[test]
+fn a_failed_replacement_leaves_the_content_as_it_was() {
+    let (d, _) = denylist();
+    d.apply(&revoke_event("kept", RuleKind::Jti, ISS, &["kept-jti"]));
+    let events = vec![
+        Ok(revoke_event("new-1", RuleKind::Jti, ISS, &["n1"])),
+        Err("event #1 is bad"),
+        Ok(revoke_event("new-2", RuleKind::Jti, ISS, &["n2"])),
+    ];
+    assert_eq!(d.try_replace_all(events), Err("event #1 is bad"));
+    assert_eq!(
+        revoked_by(&d, &jti_token(ISS, "kept-jti")).as_deref(),
+        Some("kept")
+    );
+    assert_eq!(revoked_by(&d, &jti_token(ISS, "n1")), None);
+    assert_eq!(d.stats().entries, 1);
+    // The old events are still the ones remembered.
+    assert!(
+        d.apply(&revoke_event("kept", RuleKind::Jti, ISS, &["kept-jti"]))
+            .duplicate
+    );
+
+    let events = vec![Ok::<_, &str>(revoke_event(
+        "new-1",
+        RuleKind::Jti,
+        ISS,
+        &["n1"],
+    ))];
+    assert_eq!(d.try_replace_all(events).map(|a| a.added), Ok(1));
+    assert_eq!(revoked_by(&d, &jti_token(ISS, "kept-jti")), None);
+    assert_eq!(
+        revoked_by(&d, &jti_token(ISS, "n1")).as_deref(),
+        Some("new-1")
+    );
+}
+
+#[test]
 fn bloom_positive_refuted_by_the_exact_set_keeps_token_valid() {
     let (d, _) = denylist();
     d.apply(&revoke_event("ev-1", RuleKind::Jti, ISS, &["revoked"]));
