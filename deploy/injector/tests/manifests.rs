@@ -126,6 +126,63 @@ fn example_sidecar_config_is_a_valid_sidecar_config() {
     );
 }
 
+/// The `denylistctl` arguments of the stream-init Job and the snapshot CronJob are ones
+/// denylistctl accepts: run with them (NATS unreachable, secrets absent), it fails on
+/// what is missing here (exit 1), never on its usage (exit 2).
+#[test]
+fn the_jobs_call_denylistctl_with_arguments_it_accepts() {
+    let bin = denylistctl();
+    for manifest in [
+        "deploy/base/stream-init/job.yaml",
+        "deploy/base/snapshot/cronjob.yaml",
+    ] {
+        let mut args = container_args(&repo().join(manifest));
+        assert!(args.len() >= 2, "{manifest}: no args found");
+        // The manifest's own timeout would make the unreachable NATS a long wait.
+        args.retain(|a| !a.starts_with("--timeout="));
+        let output = Command::new(&bin)
+            .arg("--timeout=1s")
+            .args(&args)
+            .env(
+                "DENYLIST_TRUSTED_PUBLISHERS",
+                "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+            )
+            .output()
+            .expect("run denylistctl");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{manifest}: denylistctl {args:?} should fail only for want of NATS or secrets:\n{stderr}"
+        );
+        assert!(!stderr.contains("Usage:"), "{manifest}: {stderr}");
+    }
+}
+
+/// The built `denylistctl` (`cargo build --workspace --bins` comes first in scripts/test.sh).
+fn denylistctl() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let bin = target.join("debug/denylistctl");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+/// The items of the first `args:` list in a manifest (one `- value` per line).
+fn container_args(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines().skip_while(|l| l.trim() != "args:").skip(1);
+    let mut args = Vec::new();
+    while let Some(item) = lines.next().and_then(|l| l.trim().strip_prefix("- ")) {
+        args.push(item.trim_matches('"').to_owned());
+    }
+    args
+}
+
 /// The accounts in deploy/base/nats/nats.conf, on a real nats-server with keys from
 /// deploy/scripts/gen-nats-nkeys.sh: sidecars read but cannot publish revocations or touch
 /// the stream, the security team publishes revocations, the admin manages the stream.
@@ -183,6 +240,19 @@ fn nats_accounts_enforce_the_documented_permissions() {
         "Publish to \"$JS.API.STREAM.PURGE.DENYLIST\"",
     );
     c.assert_denied("SUB other.> 3", "Subscription to \"other.>\"");
+    // Snapshots: read, never written.
+    c.assert_ok("PUB $JS.API.STREAM.INFO.OBJ_DENYLIST_SNAPSHOTS 0\r\n");
+    c.assert_ok(
+        "PUB $JS.API.DIRECT.GET.OBJ_DENYLIST_SNAPSHOTS.$O.DENYLIST_SNAPSHOTS.M.bGF0ZXN0 0\r\n",
+    );
+    c.assert_denied(
+        "PUB $O.DENYLIST_SNAPSHOTS.M.bGF0ZXN0 2\r\nhi",
+        "Publish to \"$O.DENYLIST_SNAPSHOTS.M.bGF0ZXN0\"",
+    );
+    c.assert_denied(
+        "PUB $JS.API.STREAM.PURGE.OBJ_DENYLIST_SNAPSHOTS 0\r\n",
+        "Publish to \"$JS.API.STREAM.PURGE.OBJ_DENYLIST_SNAPSHOTS\"",
+    );
 
     let mut c = server
         .connect(&security)
@@ -203,6 +273,7 @@ fn nats_accounts_enforce_the_documented_permissions() {
         .connect(&admin)
         .expect("the admin user authenticates");
     c.assert_ok("PUB $JS.API.STREAM.CREATE.DENYLIST 0\r\n");
+    c.assert_ok("PUB $O.DENYLIST_SNAPSHOTS.C.abc 2\r\nhi");
     c.assert_denied(
         "PUB denylist.v1.events.jti 2\r\nhi",
         "Publish to \"denylist.v1.events.jti\"",
