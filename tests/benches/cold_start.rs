@@ -49,7 +49,9 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
 
 /// VmRSS and VmHWM of the sidecar process, MiB.
 fn memory_mib(sidecar: &Sidecar) -> anyhow::Result<(f64, f64)> {
-    let pid = pid_of(sidecar)?;
+    let pid = sidecar
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("sidecar {} is not running", sidecar.name()))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<f64> {
         let line = status
@@ -64,31 +66,6 @@ fn memory_mib(sidecar: &Sidecar) -> anyhow::Result<(f64, f64)> {
         Ok(kib / 1024.0)
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// The sidecar's pid: the process whose command line names its config file.
-fn pid_of(sidecar: &Sidecar) -> anyhow::Result<u32> {
-    let config = sidecar.config_path().display().to_string();
-    for entry in std::fs::read_dir("/proc")? {
-        let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == config.as_bytes())
-        {
-            return Ok(pid);
-        }
-    }
-    anyhow::bail!("no process runs with {config}")
 }
 
 struct Start {

@@ -323,6 +323,22 @@ impl Sidecar {
         self.client.clone()
     }
 
+    /// A gRPC client on a connection of its own (connects lazily): for load spread
+    /// over several HTTP/2 connections, where [`Sidecar::client`] shares one.
+    pub fn connect_client(&self) -> anyhow::Result<VerifierClient<Channel>> {
+        Ok(VerifierClient::new(uds_channel(self.socket.clone())?))
+    }
+
+    /// The process id, while the process is running (for reading `/proc/<pid>`).
+    pub fn pid(&self) -> Option<u32> {
+        let mut child = self.child.lock().expect("not poisoned");
+        let child = child.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// The exit status, if the process has exited.
     pub fn exited(&self) -> Option<ExitStatus> {
         self.child
