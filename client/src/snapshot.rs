@@ -81,6 +81,11 @@ pub fn stream_created_nanos(info: &jetstream::stream::Info) -> i64 {
     i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
+/// Object store chunk size: half of NATS's default 1 MiB `max_payload`. Starting
+/// sidecars read the object chunk by chunk, and fewer, larger chunks read faster than
+/// the 128 KiB default.
+const CHUNK_SIZE: usize = 512 * 1024;
+
 /// What [`create`] snapshots, and how.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateOptions<'a> {
@@ -165,8 +170,16 @@ pub async fn create(
         event_count: events.len() as u64,
     };
     let object = snapshot::seal(&manifest, &events, key);
+    let meta = object_store::ObjectMetadata {
+        name: OBJECT_NAME.to_owned(),
+        description: Some(format!(
+            "denylist snapshot of stream {stream_name} up to sequence {covered}"
+        )),
+        chunk_size: Some(CHUNK_SIZE),
+        ..Default::default()
+    };
     store
-        .put(OBJECT_NAME, &mut object.as_slice())
+        .put(meta, &mut object.as_slice())
         .await
         .map_err(|e| store_error(bucket, e))?;
     Ok(Created {
@@ -276,7 +289,7 @@ async fn fetch(
         Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(store_error(bucket, e)),
     };
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(object.info().size.min(1 << 30));
     object
         .read_to_end(&mut bytes)
         .await

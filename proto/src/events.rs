@@ -207,7 +207,10 @@ fn validate_text(field: &'static str, s: &str, required: bool) -> Result<(), Eve
             format!("longer than {MAX_FIELD_LEN} bytes"),
         ));
     }
-    if s.chars().any(char::is_control) {
+    // Printable ASCII (nearly every reason and target) needs no decoding; the rest is
+    // checked char by char (C0, DEL and C1 controls).
+    let printable_ascii = s.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable_ascii && s.chars().any(char::is_control) {
         return Err(EventError::invalid(field, "contains control characters"));
     }
     Ok(())

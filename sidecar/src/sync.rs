@@ -347,10 +347,12 @@ impl StreamFollower {
                 let denylist = Arc::clone(&self.denylist);
                 // Checking and decoding a million events is CPU work: off the runtime.
                 let loaded = tokio::task::spawn_blocking(move || {
-                    let opened = snapshot::open(&object, &trusted)?;
-                    opened.manifest.check_stream(&stream, created, last)?;
-                    let applied = denylist.try_replace_all(opened.events())?;
-                    Ok::<_, snapshot::SnapshotError>((opened.manifest, opened.key_id, applied))
+                    let stream = StreamIdentity {
+                        name: &stream,
+                        created_unix_nanos: created,
+                        last_sequence: last,
+                    };
+                    load_snapshot(&object, &trusted, stream, &denylist)
                 })
                 .await;
                 match loaded {
@@ -407,7 +409,9 @@ impl StreamFollower {
                 Ok(Err(e)) => return Err(SyncError::JetStream(e.to_string())),
                 Ok(Ok(object)) => object,
             };
-        let mut bytes = Vec::new();
+        // Sized up front (bounded: the size is the store's word, not yet checked), so a
+        // 130 MiB snapshot is not copied over and over as the buffer grows.
+        let mut bytes = Vec::with_capacity(object.info().size.min(1 << 30));
         // A big snapshot takes longer than one request: allow a minute at least.
         let budget = (self.timeout * 12).max(Duration::from_secs(60));
         tokio::time::timeout(budget, object.read_to_end(&mut bytes))
@@ -441,6 +445,58 @@ impl StreamFollower {
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(seq);
     }
+}
+
+/// The stream a snapshot must have been taken from.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamIdentity<'a> {
+    /// Stream name.
+    pub name: &'a str,
+    /// Its creation time, Unix nanoseconds.
+    pub created_unix_nanos: i64,
+    /// Its last sequence now.
+    pub last_sequence: u64,
+}
+
+/// Checks a snapshot object (signature by a trusted key, this stream instance, body
+/// digest) and replaces the denylist's content with its events — all of them or, on
+/// any error, none. Returns the manifest and the signing key id.
+///
+/// One thread decodes and validates events while the calling thread applies them, so
+/// a load takes about the time of the slower half (see `benches/snapshot_load.rs`).
+pub fn load_snapshot(
+    object: &[u8],
+    trusted: &TrustedKeys,
+    stream: StreamIdentity<'_>,
+    denylist: &Denylist,
+) -> Result<(snapshot::Manifest, String, crate::denylist::Applied), snapshot::SnapshotError> {
+    const BATCH: usize = 4096;
+    let opened = snapshot::open(object, trusted)?;
+    opened
+        .manifest
+        .check_stream(stream.name, stream.created_unix_nanos, stream.last_sequence)?;
+    let applied = std::thread::scope(|scope| {
+        // A few batches in flight: enough to keep both threads busy, little memory.
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let events = opened.events();
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            for event in events {
+                batch.push(event);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    // The applier stopped (an invalid event): nothing more to decode.
+                    if tx.send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        let expected = usize::try_from(opened.manifest.event_count).unwrap_or(usize::MAX);
+        denylist.try_replace_all(rx.into_iter().flatten(), expected)
+    })?;
+    Ok((opened.manifest, opened.key_id, applied))
 }
 
 /// The stream sequence a republished message carries.

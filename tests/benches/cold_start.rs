@@ -20,7 +20,8 @@
 //! Time to ready runs from spawning the process to the first `Status` answer with
 //! `ready = true` (polled every 20 ms by the harness). Resident memory (VmRSS and
 //! VmHWM, the peak) is read from `/proc` when ready and again after the denylist's
-//! first prune cycle. The replay baseline runs once per size (a minute at 1 M).
+//! first prune cycle. The replay baseline runs once per size (minutes at 1 M;
+//! `COLD_START_REPLAY=0` skips it).
 
 // Bench binaries print their results.
 #![allow(clippy::print_stdout)]
@@ -145,6 +146,10 @@ async fn run_size(size: usize, runs: usize) -> anyhow::Result<()> {
         filling.elapsed()
     );
 
+    // `COLD_START_REPLAY=0` skips the (slow) replay baseline.
+    if std::env::var("COLD_START_REPLAY").is_ok_and(|v| v == "0") {
+        return snapshot_runs(&fleet, &key_path, &trust, size, runs, last, None).await;
+    }
     let replay = start_and_measure(&fleet, "replay", last).await?;
     println!(
         "replay   : ready in {:>8.3} s   RSS ready {:>7.1} MiB (peak {:>7.1})   settled {:>7.1} MiB   entries {}",
@@ -155,11 +160,24 @@ async fn run_size(size: usize, runs: usize) -> anyhow::Result<()> {
         replay.entries
     );
 
-    let ctl = Denylistctl::new(&fleet.nats.url())?.with_key(&key_path);
+    snapshot_runs(&fleet, &key_path, &trust, size, runs, last, Some(replay)).await
+}
+
+/// Builds the snapshot, then starts `runs` sidecars from it.
+async fn snapshot_runs(
+    fleet: &Fleet,
+    key_path: &std::path::Path,
+    trust: &str,
+    size: usize,
+    runs: usize,
+    last: u64,
+    replay: Option<Start>,
+) -> anyhow::Result<()> {
+    let ctl = Denylistctl::new(&fleet.nats.url())?.with_key(key_path);
     let creating = Instant::now();
     let created = ctl
         .run(
-            &["-o", "json", "--trust", &trust, "snapshot", "create"],
+            &["-o", "json", "--trust", trust, "snapshot", "create"],
             Duration::from_secs(900),
         )
         .await?
@@ -177,12 +195,12 @@ async fn run_size(size: usize, runs: usize) -> anyhow::Result<()> {
     let mut peak = Vec::new();
     let mut settled = Vec::new();
     for run in 0..runs {
-        let s = start_and_measure(&fleet, &format!("snap{run}"), last).await?;
+        let s = start_and_measure(fleet, &format!("snap{run}"), last).await?;
+        let expected = replay.as_ref().map_or(size as u64, |r| r.entries);
         anyhow::ensure!(
-            s.entries == replay.entries,
-            "snapshot start holds {} rules, replay {}",
+            s.entries == expected,
+            "snapshot start holds {} rules, replay {expected}",
             s.entries,
-            replay.entries
         );
         println!(
             "snapshot : ready in {:>8.3} s   RSS ready {:>7.1} MiB (peak {:>7.1})   settled {:>7.1} MiB",
@@ -197,10 +215,10 @@ async fn run_size(size: usize, runs: usize) -> anyhow::Result<()> {
         settled.push(s.rss_settled);
     }
     let median_ready = median(ready);
+    let replay_ready = replay.map_or(f64::NAN, |r| r.ready.as_secs_f64());
     println!(
-        "| {size} | {:.2} s | {median_ready:.3} s | {:.0}x | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.1?} |",
-        replay.ready.as_secs_f64(),
-        replay.ready.as_secs_f64() / median_ready,
+        "| {size} | {replay_ready:.2} s | {median_ready:.3} s | {:.0}x | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.1?} |",
+        replay_ready / median_ready,
         median(rss),
         median(peak),
         median(settled),

@@ -639,7 +639,7 @@ fn a_failed_replacement_leaves_the_content_as_it_was() {
         Err("event #1 is bad"),
         Ok(revoke_event("new-2", RuleKind::Jti, ISS, &["n2"])),
     ];
-    assert_eq!(d.try_replace_all(events), Err("event #1 is bad"));
+    assert_eq!(d.try_replace_all(events, 3), Err("event #1 is bad"));
     assert_eq!(
         revoked_by(&d, &jti_token(ISS, "kept-jti")).as_deref(),
         Some("kept")
@@ -658,7 +658,7 @@ fn a_failed_replacement_leaves_the_content_as_it_was() {
         ISS,
         &["n1"],
     ))];
-    assert_eq!(d.try_replace_all(events).map(|a| a.added), Ok(1));
+    assert_eq!(d.try_replace_all(events, 1).map(|a| a.added), Ok(1));
     assert_eq!(revoked_by(&d, &jti_token(ISS, "kept-jti")), None);
     assert_eq!(
         revoked_by(&d, &jti_token(ISS, "n1")).as_deref(),
