@@ -340,11 +340,13 @@ impl StreamFollower {
                 "missing"
             }
             Ok(Some(object)) => {
+                let fetched = started.elapsed();
                 let created =
                     i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
                 let (stream, last) = (self.stream.clone(), info.state.last_sequence);
                 let trusted = self.trusted.clone();
                 let denylist = Arc::clone(&self.denylist);
+                let object_len = object.len();
                 // Checking and decoding a million events is CPU work: off the runtime.
                 let loaded = tokio::task::spawn_blocking(move || {
                     let stream = StreamIdentity {
@@ -366,6 +368,8 @@ impl StreamFollower {
                             events = manifest.event_count,
                             rules = applied.added,
                             key_id,
+                            bytes = object_len,
+                            fetch = ?fetched,
                             elapsed = ?started.elapsed(),
                             "started from the revocation stream's snapshot"
                         );
