@@ -1,0 +1,607 @@
+//! A strict, single-pass JSON scanner for the protected header and the payload.
+//!
+//! serde_json spent most of `parse_claims` visiting maps and needed a separate pass
+//! for the depth limit; this scanner checks RFC 8259 syntax, nesting and string
+//! escapes in the one pass that also reads the few members the caller wants. Strings
+//! without escapes are borrowed from the input, and values the caller does not read
+//! are skipped without allocating.
+//!
+//! The input is a `&str`, so UTF-8 has been checked before a byte is scanned (one
+//! `str::from_utf8`, which is faster than checking string by string). It is stricter
+//! than serde_json in three ways only: nesting is limited to [`MAX_DEPTH`], escaped
+//! lone UTF-16 surrogates are refused everywhere (serde_json refuses them only in the
+//! strings it decodes), and the caller refuses duplicate member names with [`Names`].
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+/// Deepest nesting accepted, counting the outermost object as level 1. Real tokens
+/// nest two or three levels; deep nesting only serves to exhaust a downstream
+/// parser's stack.
+pub(super) const MAX_DEPTH: usize = 32;
+
+/// Why the JSON was refused, and the byte offset (in the decoded JSON) where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Fault {
+    /// Byte offset of the fault in the decoded header or payload.
+    pub(super) at: usize,
+    /// What was wrong.
+    pub(super) kind: FaultKind,
+}
+
+/// The kinds of [`Fault`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FaultKind {
+    /// Not an object at the top level.
+    NotObject,
+    /// A syntax error, described briefly.
+    Syntax(&'static str),
+    /// Nesting deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// A member name seen twice in one object (the name, truncated).
+    Duplicate(String),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            FaultKind::NotObject => write!(f, "not a JSON object"),
+            FaultKind::Syntax(what) => write!(f, "{what} at byte {}", self.at),
+            FaultKind::TooDeep => write!(
+                f,
+                "nested deeper than {MAX_DEPTH} levels at byte {}",
+                self.at
+            ),
+            FaultKind::Duplicate(name) => {
+                write!(f, "duplicate member {name:?} at byte {}", self.at)
+            }
+        }
+    }
+}
+
+/// A string as it appears between its quotes. Escapes have been checked; decoding is
+/// left until the string is wanted, and is free when it has none.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JsonStr<'a> {
+    raw: &'a str,
+    escaped: bool,
+}
+
+impl<'a> JsonStr<'a> {
+    /// The decoded text: borrowed unless the string has escapes.
+    pub(super) fn decoded(self) -> Cow<'a, str> {
+        if self.escaped {
+            Cow::Owned(unescape(self.raw))
+        } else {
+            Cow::Borrowed(self.raw)
+        }
+    }
+
+    /// The decoded text, owned.
+    pub(super) fn into_string(self) -> String {
+        self.decoded().into_owned()
+    }
+}
+
+/// A number, already checked against the JSON grammar and f64's range.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Number<'a> {
+    text: &'a str,
+    /// The value of an integer of at most 18 digits, computed while scanning.
+    small: Option<i64>,
+    integer: bool,
+}
+
+/// Why a number is not a NumericDate.
+pub(super) const NUMERIC_DATE_RANGE: &str = "out of range";
+
+impl Number<'_> {
+    /// RFC 7519 NumericDate seconds: integers exactly (within i64), fractions and
+    /// exponents floored when finite and within ±9e15 (where the cast is exact).
+    pub(super) fn numeric_date(self) -> Result<i64, &'static str> {
+        if let Some(v) = self.small {
+            return Ok(v);
+        }
+        if self.integer {
+            return self.text.parse::<i64>().map_err(|_| NUMERIC_DATE_RANGE);
+        }
+        match self.text.parse::<f64>() {
+            Ok(v) if v.is_finite() && (-9.0e15..=9.0e15).contains(&v) =>
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(v.floor() as i64)
+            }
+            _ => Err(NUMERIC_DATE_RANGE),
+        }
+    }
+}
+
+/// Bytes that end the fast scan of a string: the quote, the backslash and the control
+/// characters, which JSON forbids raw inside strings.
+const STRING_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `word` is one of [`STRING_SPECIAL`]: a quote, a backslash or
+/// below 0x20. The classic SWAR tests: `(x - n) & !x & 0x80…` flags, exactly when
+/// some byte of `x` is below `n` (n ≤ 0x80); XOR turns "equal to c" into "below 1".
+fn has_string_special(word: u64) -> bool {
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    (below(word, 0x20) | below(quote, 1) | below(backslash, 1)) != 0
+}
+
+/// A cursor over JSON text. Each method documents where it expects the cursor and
+/// where it leaves it; all of them skip leading whitespace themselves.
+#[derive(Debug)]
+pub(super) struct Scanner<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    /// A scanner at the start of `text`.
+    pub(super) fn new(text: &'a str) -> Self {
+        Self { text, pos: 0 }
+    }
+
+    /// The byte offset of the cursor.
+    pub(super) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn fault(&self, at: usize, kind: FaultKind) -> Fault {
+        Fault { at, kind }
+    }
+
+    fn syntax<T>(&self, what: &'static str) -> Result<T, Fault> {
+        Err(self.fault(self.pos, FaultKind::Syntax(what)))
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        let b = self.text.as_bytes();
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// Whitespace, then the first byte of a value (not consumed).
+    pub(super) fn value_start(&mut self) -> Result<u8, Fault> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b) => Ok(b),
+            None => self.syntax("unexpected end, expected a value"),
+        }
+    }
+
+    /// Opens the top-level object.
+    pub(super) fn open_object(&mut self) -> Result<(), Fault> {
+        self.skip_ws();
+        if self.peek() != Some(b'{') {
+            return Err(self.fault(self.pos, FaultKind::NotObject));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// The next member name of the top-level object and its `:`, or `None` after the
+    /// object's closing brace. `first` is true until the first call.
+    pub(super) fn next_member(&mut self, first: &mut bool) -> Result<Option<JsonStr<'a>>, Fault> {
+        self.skip_ws();
+        match (self.peek(), *first) {
+            (Some(b'}'), _) => {
+                self.pos += 1;
+                return Ok(None);
+            }
+            (Some(b','), false) => {
+                self.pos += 1;
+                self.skip_ws();
+            }
+            (_, false) => return self.syntax("expected `,` or `}`"),
+            (_, true) => *first = false,
+        }
+        self.member_name().map(Some)
+    }
+
+    /// A member name and its colon; whitespace first.
+    fn member_name(&mut self) -> Result<JsonStr<'a>, Fault> {
+        self.skip_ws();
+        if self.peek() != Some(b'"') {
+            return self.syntax("expected a member name");
+        }
+        let name = self.string()?;
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return self.syntax("expected `:`");
+        }
+        self.pos += 1;
+        Ok(name)
+    }
+
+    /// Only whitespace may follow the top-level object.
+    pub(super) fn finish(&mut self) -> Result<(), Fault> {
+        self.skip_ws();
+        if self.pos == self.text.len() {
+            Ok(())
+        } else {
+            self.syntax("trailing characters after the object")
+        }
+    }
+
+    /// Consumes `[` if the next value is an array.
+    pub(super) fn open_array(&mut self) -> Result<bool, Fault> {
+        if self.value_start()? == b'[' {
+            self.pos += 1;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Whether another element follows in the array just opened (consuming its `,`),
+    /// or the array ends (consuming its `]`). `first` is true until the first call.
+    pub(super) fn next_element(&mut self, first: &mut bool) -> Result<bool, Fault> {
+        self.skip_ws();
+        match (self.peek(), *first) {
+            (Some(b']'), _) => {
+                self.pos += 1;
+                Ok(false)
+            }
+            (Some(b','), false) => {
+                self.pos += 1;
+                Ok(true)
+            }
+            (_, false) => self.syntax("expected `,` or `]`"),
+            (_, true) => {
+                *first = false;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A string value, or — for any other value, which is skipped — `None`.
+    /// `depth` is the nesting level of the value's container.
+    pub(super) fn string_or_skip(&mut self, depth: usize) -> Result<Option<JsonStr<'a>>, Fault> {
+        if self.value_start()? == b'"' {
+            self.string().map(Some)
+        } else {
+            self.skip_value(depth).map(|()| None)
+        }
+    }
+
+    /// A number value, or — for any other value, which is skipped — `None`.
+    pub(super) fn number_or_skip(&mut self, depth: usize) -> Result<Option<Number<'a>>, Fault> {
+        if matches!(self.value_start()?, b'-' | b'0'..=b'9') {
+            self.number().map(Some)
+        } else {
+            self.skip_value(depth).map(|()| None)
+        }
+    }
+
+    /// Skips one value of any kind, checking its syntax; `depth` is the nesting level
+    /// of its container (1 for a member of the top-level object). Iterative: the
+    /// containers opened here are a bit stack, so no input can deepen the call stack.
+    pub(super) fn skip_value(&mut self, depth: usize) -> Result<(), Fault> {
+        // Bit i set: the i-th innermost open container is an array.
+        let mut arrays: u64 = 0;
+        let mut open = 0usize;
+        loop {
+            // A value starts here.
+            match self.value_start()? {
+                c @ (b'{' | b'[') => {
+                    if depth + open >= MAX_DEPTH {
+                        return Err(self.fault(self.pos, FaultKind::TooDeep));
+                    }
+                    self.pos += 1;
+                    let is_array = c == b'[';
+                    arrays = (arrays << 1) | u64::from(is_array);
+                    open += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(if is_array { b']' } else { b'}' }) {
+                        self.pos += 1;
+                        arrays >>= 1;
+                        open -= 1;
+                    } else {
+                        if !is_array {
+                            self.member_name()?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => {
+                    self.string()?;
+                }
+                b'-' | b'0'..=b'9' => {
+                    self.number()?;
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => return self.syntax("expected a value"),
+            }
+            // After a value: close containers until one continues with a `,`.
+            loop {
+                if open == 0 {
+                    return Ok(());
+                }
+                self.skip_ws();
+                let is_array = arrays & 1 == 1;
+                match (self.peek(), is_array) {
+                    (Some(b','), _) => {
+                        self.pos += 1;
+                        if !is_array {
+                            self.member_name()?;
+                        }
+                        break;
+                    }
+                    (Some(b']'), true) | (Some(b'}'), false) => {
+                        self.pos += 1;
+                        arrays >>= 1;
+                        open -= 1;
+                    }
+                    (_, true) => return self.syntax("expected `,` or `]`"),
+                    (_, false) => return self.syntax("expected `,` or `}`"),
+                }
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), Fault> {
+        if self.text.as_bytes()[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            self.syntax("invalid literal")
+        }
+    }
+
+    /// A string; the cursor is on its opening quote and is left after the closing one.
+    fn string(&mut self) -> Result<JsonStr<'a>, Fault> {
+        let b = self.text.as_bytes();
+        let start = self.pos + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            // Eight bytes at a time while none is special, then byte by byte.
+            while let Some(chunk) = b.get(i..i + 8) {
+                let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+                if has_string_special(word) {
+                    break;
+                }
+                i += 8;
+            }
+            while i < b.len() && !STRING_SPECIAL[usize::from(b[i])] {
+                i += 1;
+            }
+            match b.get(i) {
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    escaped = true;
+                    i = self.escape(i)?;
+                }
+                Some(_) => {
+                    return Err(self.fault(i, FaultKind::Syntax("control character in a string")));
+                }
+                None => {
+                    return Err(self.fault(self.pos, FaultKind::Syntax("unterminated string")));
+                }
+            }
+        }
+        self.pos = i + 1;
+        Ok(JsonStr {
+            // Both ends are ASCII quotes, so this slice is on char boundaries.
+            raw: &self.text[start..i],
+            escaped,
+        })
+    }
+
+    /// Checks the escape whose backslash is at `i`; returns the index after it. A
+    /// `\u` escape of a UTF-16 surrogate must be a high one followed by a low one.
+    fn escape(&self, i: usize) -> Result<usize, Fault> {
+        let b = self.text.as_bytes();
+        let bad = |what| Err(self.fault(i, FaultKind::Syntax(what)));
+        match b.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+            Some(b'u') => match hex4(b, i + 2) {
+                None => bad("invalid \\u escape"),
+                Some(0xD800..=0xDBFF) => {
+                    let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                        .then(|| hex4(b, i + 8))
+                        .flatten();
+                    match low {
+                        Some(0xDC00..=0xDFFF) => Ok(i + 12),
+                        _ => bad("lone surrogate in a \\u escape"),
+                    }
+                }
+                Some(0xDC00..=0xDFFF) => bad("lone surrogate in a \\u escape"),
+                Some(_) => Ok(i + 6),
+            },
+            _ => bad("invalid escape"),
+        }
+    }
+
+    /// A number; the cursor is on its first byte. RFC 8259 grammar only (no `+1`,
+    /// `.5`, `1.`, leading zeros, `NaN`), and within f64's range, as serde_json —
+    /// which later turns the payload into the response's `Struct` — requires.
+    fn number(&mut self) -> Result<Number<'a>, Fault> {
+        let b = self.text.as_bytes();
+        let start = self.pos;
+        let invalid = || Err(self.fault(start, FaultKind::Syntax("invalid number")));
+        let digits = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let negative = b.get(start) == Some(&b'-');
+        let int_start = start + usize::from(negative);
+        // The integer part, accumulated as it is read (18 digits cannot overflow).
+        let mut value: u64 = 0;
+        let mut i = int_start;
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(&d @ b'0'..=b'9') = b.get(i) {
+                    value = value.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                    i += 1;
+                }
+            }
+            _ => return invalid(),
+        }
+        let int_digits = i - int_start;
+        let mut integer = true;
+        if b.get(i) == Some(&b'.') {
+            integer = false;
+            if !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                return invalid();
+            }
+            i = digits(i + 1);
+        }
+        if let Some(b'e' | b'E') = b.get(i) {
+            integer = false;
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            if !b.get(i).is_some_and(u8::is_ascii_digit) {
+                return invalid();
+            }
+            i = digits(i);
+        }
+        let text = &self.text[start..i];
+        let small = (integer && int_digits <= 18)
+            .then(|| i64::try_from(value).ok())
+            .flatten()
+            .map(|v| if negative { -v } else { v });
+        // A small integer is well within f64's range; anything else is parsed once
+        // to check, as serde_json refuses what overflows to infinity.
+        if small.is_none() && !text.parse::<f64>().is_ok_and(f64::is_finite) {
+            return Err(self.fault(start, FaultKind::Syntax("number out of range")));
+        }
+        self.pos = i;
+        Ok(Number {
+            text,
+            small,
+            integer,
+        })
+    }
+}
+
+/// Four hex digits at `i`, if they are there.
+fn hex4(b: &[u8], i: usize) -> Option<u32> {
+    let digits = b.get(i..i + 4)?;
+    let mut n = 0;
+    for &d in digits {
+        n = n << 4 | char::from(d).to_digit(16)?;
+    }
+    Some(n)
+}
+
+/// Decodes the escapes of a string that [`Scanner::string`] has checked.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let b = raw.as_bytes();
+    let mut rest = 0;
+    while let Some(offset) = raw[rest..].find('\\') {
+        let i = rest + offset;
+        out.push_str(&raw[rest..i]);
+        let (ch, len) = match b.get(i + 1) {
+            Some(b'b') => ('\u{8}', 2),
+            Some(b'f') => ('\u{c}', 2),
+            Some(b'n') => ('\n', 2),
+            Some(b'r') => ('\r', 2),
+            Some(b't') => ('\t', 2),
+            Some(b'u') => {
+                let high = hex4(b, i + 2).unwrap_or(0xFFFD);
+                if (0xD800..=0xDBFF).contains(&high) {
+                    let low = hex4(b, i + 8).unwrap_or(0xDC00);
+                    let code =
+                        0x1_0000 + ((high - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF);
+                    (char::from_u32(code).unwrap_or('\u{FFFD}'), 12)
+                } else {
+                    (char::from_u32(high).unwrap_or('\u{FFFD}'), 6)
+                }
+            }
+            // `"`, `\` and `/` stand for themselves.
+            Some(&c) => (char::from(c), 2),
+            None => break,
+        };
+        out.push(ch);
+        rest = i + len;
+    }
+    out.push_str(raw.get(rest..).unwrap_or_default());
+    out
+}
+
+/// How many member names [`Names`] compares linearly before it switches to a hash
+/// set (so that a payload of thousands of tiny members stays linear).
+const INLINE_NAMES: usize = 16;
+
+/// The member names of one object seen so far, compared decoded (so `"\u0061"`
+/// repeats `"a"`). Names without escapes stay borrowed; no allocation for the first
+/// [`INLINE_NAMES`].
+#[derive(Debug)]
+pub(super) struct Names<'a> {
+    few: [Cow<'a, str>; INLINE_NAMES],
+    len: usize,
+    many: Option<HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> Names<'a> {
+    /// No names yet.
+    pub(super) fn new() -> Self {
+        Self {
+            few: std::array::from_fn(|_| Cow::Borrowed("")),
+            len: 0,
+            many: None,
+        }
+    }
+
+    /// Records `name`; `false` if it was already there.
+    pub(super) fn insert(&mut self, name: Cow<'a, str>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(name);
+        }
+        if self.few[..self.len].contains(&name) {
+            return false;
+        }
+        if self.len < INLINE_NAMES {
+            self.few[self.len] = name;
+            self.len += 1;
+            return true;
+        }
+        let mut many: HashSet<_> = self.few.iter_mut().map(std::mem::take).collect();
+        many.insert(name);
+        self.many = Some(many);
+        true
+    }
+}
+
+/// A [`FaultKind::Duplicate`] for `name`, which is truncated (it comes from the token).
+pub(super) fn duplicate(at: usize, name: &str) -> Fault {
+    let shown = match name.char_indices().nth(32) {
+        Some((i, _)) => &name[..i],
+        None => name,
+    };
+    Fault {
+        at,
+        kind: FaultKind::Duplicate(shown.to_owned()),
+    }
+}
