@@ -11,19 +11,18 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use denylist_proto::pb::Reason;
 
 use crate::algorithm::Algorithm;
 
+mod b64;
 mod json;
 
-use json::{Fault, FaultKind, Names, Scanner};
+use json::{Fault, Names, Scanner};
 
 /// Headers up to this many decoded bytes are decoded on the stack (typical ones are
 /// under 100); longer ones go to the heap.
-const HEADER_STACK_BYTES: usize = 512;
+const HEADER_STACK_BYTES: usize = 256;
 
 /// Longest decoded header accepted: what fits in an 8 KiB token (the default
 /// `verify.max_token_bytes`) with room to spare. Keys never come from the header, so
@@ -139,7 +138,7 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
     let header_json: &[u8] = match decoded_len(header_b64, "header")? {
         n if n <= HEADER_STACK_BYTES => decode_into(header_b64, &mut stack[..n], "header")?,
         n if n <= MAX_HEADER_BYTES => {
-            heap = decode_b64(header_b64, n, "header")?;
+            heap = decode_b64(header_b64, "header")?;
             &heap
         }
         n => {
@@ -212,15 +211,19 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         buf: [0; MAX_SIGNATURE_LEN],
         len: 0,
     };
-    if base64::decoded_len_estimate(signature_b64.len()) > MAX_SIGNATURE_LEN {
+    // The longest the signature could decode to, before its length is validated.
+    if signature_b64.len().div_ceil(4) * 3 > MAX_SIGNATURE_LEN {
         return Err(Rejection::new(
             Reason::BadSignature,
             "the signature is too long",
         ));
     }
-    signature.len = URL_SAFE_NO_PAD
-        .decode_slice(signature_b64, &mut signature.buf)
-        .map_err(|_| Rejection::new(Reason::Malformed, "signature is not base64url"))?;
+    signature.len = decoded_len(signature_b64, "signature")?;
+    decode_into(
+        signature_b64,
+        &mut signature.buf[..signature.len],
+        "signature",
+    )?;
 
     Ok(Jws {
         signing_input,
@@ -251,14 +254,7 @@ fn segments(token: &str) -> Option<(&str, &str, &str, &str)> {
 /// The exact decoded length of an unpadded base64url segment; a length that no
 /// encoding has (4k + 1) is refused here.
 fn decoded_len(segment: &str, what: &'static str) -> Result<usize, Rejection> {
-    let n = segment.len();
-    let tail = match n % 4 {
-        0 => 0,
-        2 => 1,
-        3 => 2,
-        _ => return Err(not_base64url(what)),
-    };
-    Ok(n / 4 * 3 + tail)
+    b64::decoded_len(segment.len()).ok_or_else(|| not_base64url(what))
 }
 
 fn not_base64url(what: &'static str) -> Rejection {
@@ -271,18 +267,15 @@ fn decode_into<'o>(
     out: &'o mut [u8],
     what: &'static str,
 ) -> Result<&'o [u8], Rejection> {
-    let n = URL_SAFE_NO_PAD
-        .decode_slice(segment, out)
-        .map_err(|_| not_base64url(what))?;
-    Ok(&out[..n])
+    b64::decode(segment.as_bytes(), out).ok_or_else(|| not_base64url(what))?;
+    Ok(out)
 }
 
-/// Decodes `segment` into a vector of exactly its [`decoded_len`] `len`, so that
-/// turning it into a boxed slice later does not reallocate.
-fn decode_b64(segment: &str, len: usize, what: &'static str) -> Result<Vec<u8>, Rejection> {
-    let mut out = vec![0; len];
-    let n = decode_into(segment, &mut out, what)?.len();
-    out.truncate(n);
+/// Decodes `segment` into a vector of exactly its decoded length, so that turning
+/// it into a boxed slice later does not reallocate.
+fn decode_b64(segment: &str, what: &'static str) -> Result<Vec<u8>, Rejection> {
+    let mut out = vec![0; decoded_len(segment, what)?];
+    decode_into(segment, &mut out, what)?;
     Ok(out)
 }
 
@@ -293,15 +286,28 @@ fn utf8<'a>(json: &'a [u8], what: &'static str) -> Result<&'a str, Rejection> {
 
 /// A scanner fault as a rejection: always [`Reason::Malformed`].
 fn malformed(what: &'static str) -> impl Fn(Fault) -> Rejection {
-    move |fault| match fault.kind {
-        FaultKind::NotObject => {
+    move |fault| {
+        if fault.what == json::NOT_OBJECT {
             Rejection::with(Reason::Malformed, format!("{what} is not a JSON object"))
+        } else {
+            Rejection::with(
+                Reason::Malformed,
+                format!("{what} is not valid JSON: {fault}"),
+            )
         }
-        _ => Rejection::with(
-            Reason::Malformed,
-            format!("{what} is not valid JSON: {fault}"),
-        ),
     }
+}
+
+/// A duplicated member: [`Reason::Malformed`], naming it (truncated; it comes from
+/// the token).
+fn duplicate(what: &'static str, at: usize, name: &str) -> Rejection {
+    Rejection::with(
+        Reason::Malformed,
+        format!(
+            "{what} is not valid JSON: duplicate member {:?} at byte {at}",
+            truncate(name, 32)
+        ),
+    )
 }
 
 /// Sets `bit` in `seen`; whether it was clear before.
@@ -385,7 +391,7 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
             None => others.insert(name.clone()),
         };
         if !fresh {
-            return Err(fault(json::duplicate(sc.pos(), &name)));
+            return Err(duplicate("header", sc.pos(), &name));
         }
         match member {
             Some(m @ (HeaderMember::Alg | HeaderMember::Kid | HeaderMember::Cty)) => {
@@ -406,7 +412,7 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
                 sc.skip_value(1).map_err(&fault)?;
             }
             Some(HeaderMember::Crit) => {
-                if !sc.open_array().map_err(&fault)? {
+                if !sc.open_array() {
                     return Err(Rejection::new(
                         Reason::Malformed,
                         "header `crit` must be an array",
@@ -430,12 +436,7 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
 /// verify it. Returns `None` when it cannot (the caller then rejects). The whole
 /// payload must still be strict JSON, without duplicate members.
 pub fn peek_issuer(payload_b64: &str) -> Option<String> {
-    let payload = decode_b64(
-        payload_b64,
-        decoded_len(payload_b64, "payload").ok()?,
-        "payload",
-    )
-    .ok()?;
+    let payload = decode_b64(payload_b64, "payload").ok()?;
     read_claims(utf8(&payload, "payload").ok()?, Want::IssOnly)
         .ok()?
         .iss
@@ -471,7 +472,7 @@ const MAX_AUDIENCES: usize = 64;
 /// [`Reason::Malformed`] (and win over a type error anywhere in the same payload).
 /// Returns the decoded payload too, allocated at its exact size.
 pub fn parse_claims(payload_b64: &str) -> Result<(RegisteredClaims, Vec<u8>), Rejection> {
-    let payload = decode_b64(payload_b64, decoded_len(payload_b64, "payload")?, "payload")?;
+    let payload = decode_b64(payload_b64, "payload")?;
     let claims = read_claims(utf8(&payload, "payload")?, Want::All)?;
     Ok((claims, payload))
 }
@@ -532,7 +533,7 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
             None => others.insert(name.clone()),
         };
         if !fresh {
-            return Err(fault(json::duplicate(sc.pos(), &name)));
+            return Err(duplicate("payload", sc.pos(), &name));
         }
         let claim = match claim {
             Some(Claim::Iss) => claim,
@@ -599,7 +600,7 @@ fn read_audience(
     out: &mut Vec<String>,
 ) -> Result<Option<&'static str>, Fault> {
     const WRONG: &str = "must be a string or an array of strings";
-    if !sc.open_array()? {
+    if !sc.open_array() {
         return Ok(match sc.string_or_skip(1)? {
             Some(s) => {
                 *out = vec![s.into_string()];

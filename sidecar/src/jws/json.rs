@@ -21,42 +21,26 @@ use std::fmt;
 /// parser's stack.
 pub(super) const MAX_DEPTH: usize = 32;
 
-/// Why the JSON was refused, and the byte offset (in the decoded JSON) where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the JSON was refused, and the byte offset (in the decoded JSON) where. Small
+/// and `Copy`, so that the scanner's results stay cheap to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Fault {
     /// Byte offset of the fault in the decoded header or payload.
     pub(super) at: usize,
-    /// What was wrong.
-    pub(super) kind: FaultKind,
+    /// What was wrong, briefly.
+    pub(super) what: &'static str,
 }
 
-/// The kinds of [`Fault`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum FaultKind {
-    /// Not an object at the top level.
-    NotObject,
-    /// A syntax error, described briefly.
-    Syntax(&'static str),
-    /// Nesting deeper than [`MAX_DEPTH`].
-    TooDeep,
-    /// A member name seen twice in one object (the name, truncated).
-    Duplicate(String),
-}
+/// [`Fault::what`] when the top level is not an object.
+pub(super) const NOT_OBJECT: &str = "not a JSON object";
+
+/// [`Fault::what`] for nesting deeper than [`MAX_DEPTH`].
+const TOO_DEEP: &str = "nested deeper than 32 levels";
+const _: () = assert!(MAX_DEPTH == 32, "TOO_DEEP names the limit");
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            FaultKind::NotObject => write!(f, "not a JSON object"),
-            FaultKind::Syntax(what) => write!(f, "{what} at byte {}", self.at),
-            FaultKind::TooDeep => write!(
-                f,
-                "nested deeper than {MAX_DEPTH} levels at byte {}",
-                self.at
-            ),
-            FaultKind::Duplicate(name) => {
-                write!(f, "duplicate member {name:?} at byte {}", self.at)
-            }
-        }
+        write!(f, "{} at byte {}", self.what, self.at)
     }
 }
 
@@ -70,6 +54,7 @@ pub(super) struct JsonStr<'a> {
 
 impl<'a> JsonStr<'a> {
     /// The decoded text: borrowed unless the string has escapes.
+    #[inline]
     pub(super) fn decoded(self) -> Cow<'a, str> {
         if self.escaped {
             Cow::Owned(unescape(self.raw))
@@ -117,31 +102,37 @@ impl Number<'_> {
     }
 }
 
-/// Bytes that end the fast scan of a string: the quote, the backslash and the control
-/// characters, which JSON forbids raw inside strings.
-const STRING_SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
-
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `word` is one of [`STRING_SPECIAL`]: a quote, a backslash or
-/// below 0x20. The classic SWAR tests: `(x - n) & !x & 0x80…` flags, exactly when
-/// some byte of `x` is below `n` (n ≤ 0x80); XOR turns "equal to c" into "below 1".
-fn has_string_special(word: u64) -> bool {
+/// How far from `from` the first byte that ends the plain run of a string is: a
+/// quote, a backslash or a control character (which JSON forbids raw in strings).
+/// `None` if there is none before the end.
+///
+/// Eight bytes at a time, with the classic SWAR test: `(x - n·0x01…) & !x & 0x80…`
+/// has the high bit of a byte set when that byte of `x` is below `n` (n ≤ 0x80), and
+/// XOR turns "equal to c" into "below 1". A borrow can only carry a false flag into
+/// the bytes after a true one, so the lowest flag is exact.
+#[inline(always)]
+fn first_string_special(b: &[u8], from: usize) -> Option<usize> {
     let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
-    let quote = word ^ (ONES * u64::from(b'"'));
-    let backslash = word ^ (ONES * u64::from(b'\\'));
-    (below(word, 0x20) | below(quote, 1) | below(backslash, 1)) != 0
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        let flags = below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1);
+        if flags != 0 {
+            return Some(i - from + (flags.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    // Fewer than eight bytes remain.
+    let tail = b.get(i..)?;
+    let n = tail
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    Some(i - from + n)
 }
 
 /// A cursor over JSON text. Each method documents where it expects the cursor and
@@ -163,39 +154,32 @@ impl<'a> Scanner<'a> {
         self.pos
     }
 
-    fn fault(&self, at: usize, kind: FaultKind) -> Fault {
-        Fault { at, kind }
+    fn fault(&self, at: usize, what: &'static str) -> Fault {
+        Fault { at, what }
     }
 
     fn syntax<T>(&self, what: &'static str) -> Result<T, Fault> {
-        Err(self.fault(self.pos, FaultKind::Syntax(what)))
+        Err(self.fault(self.pos, what))
     }
 
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.pos).copied()
-    }
-
-    fn skip_ws(&mut self) {
+    /// Skips whitespace; returns the byte at the cursor, or 0 at the end. (A NUL is
+    /// never valid JSON outside a string, so it fails like the end does.)
+    #[inline(always)]
+    fn non_ws(&mut self) -> u8 {
         let b = self.text.as_bytes();
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(self.pos) {
-            self.pos += 1;
-        }
-    }
-
-    /// Whitespace, then the first byte of a value (not consumed).
-    pub(super) fn value_start(&mut self) -> Result<u8, Fault> {
-        self.skip_ws();
-        match self.peek() {
-            Some(b) => Ok(b),
-            None => self.syntax("unexpected end, expected a value"),
+        loop {
+            match b.get(self.pos) {
+                Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
+                Some(&c) => return c,
+                None => return 0,
+            }
         }
     }
 
     /// Opens the top-level object.
     pub(super) fn open_object(&mut self) -> Result<(), Fault> {
-        self.skip_ws();
-        if self.peek() != Some(b'{') {
-            return Err(self.fault(self.pos, FaultKind::NotObject));
+        if self.non_ws() != b'{' {
+            return self.syntax(NOT_OBJECT);
         }
         self.pos += 1;
         Ok(())
@@ -204,31 +188,30 @@ impl<'a> Scanner<'a> {
     /// The next member name of the top-level object and its `:`, or `None` after the
     /// object's closing brace. `first` is true until the first call.
     pub(super) fn next_member(&mut self, first: &mut bool) -> Result<Option<JsonStr<'a>>, Fault> {
-        self.skip_ws();
-        match (self.peek(), *first) {
-            (Some(b'}'), _) => {
-                self.pos += 1;
-                return Ok(None);
-            }
-            (Some(b','), false) => {
-                self.pos += 1;
-                self.skip_ws();
-            }
-            (_, false) => return self.syntax("expected `,` or `}`"),
-            (_, true) => *first = false,
+        let mut c = self.non_ws();
+        if c == b'}' {
+            self.pos += 1;
+            return Ok(None);
         }
-        self.member_name().map(Some)
-    }
-
-    /// A member name and its colon; whitespace first.
-    fn member_name(&mut self) -> Result<JsonStr<'a>, Fault> {
-        self.skip_ws();
-        if self.peek() != Some(b'"') {
+        if *first {
+            *first = false;
+        } else if c == b',' {
+            self.pos += 1;
+            c = self.non_ws();
+        } else {
+            return self.syntax("expected `,` or `}`");
+        }
+        if c != b'"' {
             return self.syntax("expected a member name");
         }
+        self.name_and_colon().map(Some)
+    }
+
+    /// A member name (the cursor is on its quote) and its colon.
+    #[inline]
+    fn name_and_colon(&mut self) -> Result<JsonStr<'a>, Fault> {
         let name = self.string()?;
-        self.skip_ws();
-        if self.peek() != Some(b':') {
+        if self.non_ws() != b':' {
             return self.syntax("expected `:`");
         }
         self.pos += 1;
@@ -237,7 +220,7 @@ impl<'a> Scanner<'a> {
 
     /// Only whitespace may follow the top-level object.
     pub(super) fn finish(&mut self) -> Result<(), Fault> {
-        self.skip_ws();
+        self.non_ws();
         if self.pos == self.text.len() {
             Ok(())
         } else {
@@ -246,40 +229,36 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes `[` if the next value is an array.
-    pub(super) fn open_array(&mut self) -> Result<bool, Fault> {
-        if self.value_start()? == b'[' {
-            self.pos += 1;
-            Ok(true)
-        } else {
-            Ok(false)
-        }
+    pub(super) fn open_array(&mut self) -> bool {
+        let is_array = self.non_ws() == b'[';
+        self.pos += usize::from(is_array);
+        is_array
     }
 
     /// Whether another element follows in the array just opened (consuming its `,`),
     /// or the array ends (consuming its `]`). `first` is true until the first call.
     pub(super) fn next_element(&mut self, first: &mut bool) -> Result<bool, Fault> {
-        self.skip_ws();
-        match (self.peek(), *first) {
-            (Some(b']'), _) => {
+        match self.non_ws() {
+            b']' => {
                 self.pos += 1;
                 Ok(false)
             }
-            (Some(b','), false) => {
-                self.pos += 1;
-                Ok(true)
-            }
-            (_, false) => self.syntax("expected `,` or `]`"),
-            (_, true) => {
+            _ if *first => {
                 *first = false;
                 Ok(true)
             }
+            b',' => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => self.syntax("expected `,` or `]`"),
         }
     }
 
     /// A string value, or — for any other value, which is skipped — `None`.
     /// `depth` is the nesting level of the value's container.
     pub(super) fn string_or_skip(&mut self, depth: usize) -> Result<Option<JsonStr<'a>>, Fault> {
-        if self.value_start()? == b'"' {
+        if self.non_ws() == b'"' {
             self.string().map(Some)
         } else {
             self.skip_value(depth).map(|()| None)
@@ -288,7 +267,7 @@ impl<'a> Scanner<'a> {
 
     /// A number value, or — for any other value, which is skipped — `None`.
     pub(super) fn number_or_skip(&mut self, depth: usize) -> Result<Option<Number<'a>>, Fault> {
-        if matches!(self.value_start()?, b'-' | b'0'..=b'9') {
+        if matches!(self.non_ws(), b'-' | b'0'..=b'9') {
             self.number().map(Some)
         } else {
             self.skip_value(depth).map(|()| None)
@@ -304,23 +283,26 @@ impl<'a> Scanner<'a> {
         let mut open = 0usize;
         loop {
             // A value starts here.
-            match self.value_start()? {
+            match self.non_ws() {
                 c @ (b'{' | b'[') => {
                     if depth + open >= MAX_DEPTH {
-                        return Err(self.fault(self.pos, FaultKind::TooDeep));
+                        return self.syntax(TOO_DEEP);
                     }
                     self.pos += 1;
                     let is_array = c == b'[';
                     arrays = (arrays << 1) | u64::from(is_array);
                     open += 1;
-                    self.skip_ws();
-                    if self.peek() == Some(if is_array { b']' } else { b'}' }) {
+                    let next = self.non_ws();
+                    if next == if is_array { b']' } else { b'}' } {
                         self.pos += 1;
                         arrays >>= 1;
                         open -= 1;
                     } else {
                         if !is_array {
-                            self.member_name()?;
+                            if next != b'"' {
+                                return self.syntax("expected a member name");
+                            }
+                            self.name_and_colon()?;
                         }
                         continue;
                     }
@@ -341,17 +323,21 @@ impl<'a> Scanner<'a> {
                 if open == 0 {
                     return Ok(());
                 }
-                self.skip_ws();
                 let is_array = arrays & 1 == 1;
-                match (self.peek(), is_array) {
-                    (Some(b','), _) => {
+                match (self.non_ws(), is_array) {
+                    (b',', true) => {
                         self.pos += 1;
-                        if !is_array {
-                            self.member_name()?;
-                        }
                         break;
                     }
-                    (Some(b']'), true) | (Some(b'}'), false) => {
+                    (b',', false) => {
+                        self.pos += 1;
+                        if self.non_ws() != b'"' {
+                            return self.syntax("expected a member name");
+                        }
+                        self.name_and_colon()?;
+                        break;
+                    }
+                    (b']', true) | (b'}', false) => {
                         self.pos += 1;
                         arrays >>= 1;
                         open -= 1;
@@ -372,41 +358,46 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string; the cursor is on its opening quote and is left after the closing one.
+    /// A string; the cursor is on its opening quote and is left after the closing
+    /// one. The common case — no escape — is a SWAR scan to the closing quote.
+    #[inline(always)]
     fn string(&mut self) -> Result<JsonStr<'a>, Fault> {
-        let b = self.text.as_bytes();
         let start = self.pos + 1;
+        if let Some(n) = first_string_special(self.text.as_bytes(), start) {
+            let end = start + n;
+            if self.text.as_bytes()[end] == b'"' {
+                self.pos = end + 1;
+                return Ok(JsonStr {
+                    // Both ends are ASCII quotes, so this slice is on char boundaries.
+                    raw: &self.text[start..end],
+                    escaped: false,
+                });
+            }
+        }
+        self.string_with_escapes(start)
+    }
+
+    /// [`Scanner::string`] past its fast path: escapes (checked here, decoded only
+    /// when the string is wanted), control characters and the end of the input.
+    #[cold]
+    #[inline(never)]
+    fn string_with_escapes(&mut self, start: usize) -> Result<JsonStr<'a>, Fault> {
+        let b = self.text.as_bytes();
         let mut i = start;
         let mut escaped = false;
         loop {
-            // Eight bytes at a time while none is special, then byte by byte.
-            while let Some(chunk) = b.get(i..i + 8) {
-                let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-                if has_string_special(word) {
-                    break;
-                }
-                i += 8;
-            }
-            while i < b.len() && !STRING_SPECIAL[usize::from(b[i])] {
-                i += 1;
-            }
-            match b.get(i) {
-                Some(b'"') => break,
-                Some(b'\\') => {
+            i += first_string_special(b, i).ok_or(self.fault(start - 1, "unterminated string"))?;
+            match b[i] {
+                b'"' => break,
+                b'\\' => {
                     escaped = true;
                     i = self.escape(i)?;
                 }
-                Some(_) => {
-                    return Err(self.fault(i, FaultKind::Syntax("control character in a string")));
-                }
-                None => {
-                    return Err(self.fault(self.pos, FaultKind::Syntax("unterminated string")));
-                }
+                _ => return Err(self.fault(i, "control character in a string")),
             }
         }
         self.pos = i + 1;
         Ok(JsonStr {
-            // Both ends are ASCII quotes, so this slice is on char boundaries.
             raw: &self.text[start..i],
             escaped,
         })
@@ -416,7 +407,7 @@ impl<'a> Scanner<'a> {
     /// `\u` escape of a UTF-16 surrogate must be a high one followed by a low one.
     fn escape(&self, i: usize) -> Result<usize, Fault> {
         let b = self.text.as_bytes();
-        let bad = |what| Err(self.fault(i, FaultKind::Syntax(what)));
+        let bad = |what| Err(self.fault(i, what));
         match b.get(i + 1) {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
             Some(b'u') => match hex4(b, i + 2) {
@@ -443,7 +434,7 @@ impl<'a> Scanner<'a> {
     fn number(&mut self) -> Result<Number<'a>, Fault> {
         let b = self.text.as_bytes();
         let start = self.pos;
-        let invalid = || Err(self.fault(start, FaultKind::Syntax("invalid number")));
+        let invalid = || Err(self.fault(start, "invalid number"));
         let digits = |mut i: usize| {
             while b.get(i).is_some_and(u8::is_ascii_digit) {
                 i += 1;
@@ -493,7 +484,7 @@ impl<'a> Scanner<'a> {
         // A small integer is well within f64's range; anything else is parsed once
         // to check, as serde_json refuses what overflows to infinity.
         if small.is_none() && !text.parse::<f64>().is_ok_and(f64::is_finite) {
-            return Err(self.fault(start, FaultKind::Syntax("number out of range")));
+            return Err(self.fault(start, "number out of range"));
         }
         self.pos = i;
         Ok(Number {
@@ -555,12 +546,15 @@ fn unescape(raw: &str) -> String {
 const INLINE_NAMES: usize = 16;
 
 /// The member names of one object seen so far, compared decoded (so `"\u0061"`
-/// repeats `"a"`). Names without escapes stay borrowed; no allocation for the first
-/// [`INLINE_NAMES`].
+/// repeats `"a"`). Names without escapes stay borrowed, and the first
+/// [`INLINE_NAMES`] of them are kept without allocating.
 #[derive(Debug)]
 pub(super) struct Names<'a> {
-    few: [Cow<'a, str>; INLINE_NAMES],
+    few: [&'a str; INLINE_NAMES],
     len: usize,
+    /// Names that had escapes, decoded (rare).
+    decoded: Vec<String>,
+    /// Every name, once there are more than fit above.
     many: Option<HashSet<Cow<'a, str>>>,
 }
 
@@ -568,8 +562,9 @@ impl<'a> Names<'a> {
     /// No names yet.
     pub(super) fn new() -> Self {
         Self {
-            few: std::array::from_fn(|_| Cow::Borrowed("")),
+            few: [""; INLINE_NAMES],
             len: 0,
+            decoded: Vec::new(),
             many: None,
         }
     }
@@ -579,29 +574,26 @@ impl<'a> Names<'a> {
         if let Some(many) = &mut self.many {
             return many.insert(name);
         }
-        if self.few[..self.len].contains(&name) {
+        if self.few[..self.len].contains(&name.as_ref()) || self.decoded.iter().any(|d| *d == name)
+        {
             return false;
         }
-        if self.len < INLINE_NAMES {
-            self.few[self.len] = name;
-            self.len += 1;
-            return true;
+        match name {
+            Cow::Borrowed(b) if self.len < INLINE_NAMES => {
+                self.few[self.len] = b;
+                self.len += 1;
+            }
+            Cow::Owned(o) if self.decoded.len() < INLINE_NAMES => self.decoded.push(o),
+            name => {
+                let mut many: HashSet<Cow<'a, str>> = self.few[..self.len]
+                    .iter()
+                    .map(|&b| Cow::Borrowed(b))
+                    .chain(self.decoded.drain(..).map(Cow::Owned))
+                    .collect();
+                many.insert(name);
+                self.many = Some(many);
+            }
         }
-        let mut many: HashSet<_> = self.few.iter_mut().map(std::mem::take).collect();
-        many.insert(name);
-        self.many = Some(many);
         true
-    }
-}
-
-/// A [`FaultKind::Duplicate`] for `name`, which is truncated (it comes from the token).
-pub(super) fn duplicate(at: usize, name: &str) -> Fault {
-    let shown = match name.char_indices().nth(32) {
-        Some((i, _)) => &name[..i],
-        None => name,
-    };
-    Fault {
-        at,
-        kind: FaultKind::Duplicate(shown.to_owned()),
     }
 }

@@ -1,3 +1,6 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::*;
 
 fn b64(s: &str) -> String {
@@ -239,6 +242,22 @@ fn duplicates_are_found_past_the_inline_names() {
     }
     // A duplicate of a name that was inline when the set switched to hashing.
     let bad = format!(r#"{{{},"\u006d3":0}}"#, members.join(","));
+    assert_eq!(claims_reason(&bad), Reason::Malformed);
+    // Names with escapes are kept apart (decoded) until they too overflow.
+    let escaped: Vec<String> = (0..40).map(|i| format!(r#""\u006d{i}":{i}"#)).collect();
+    let ok = format!("{{{}}}", escaped.join(","));
+    assert_eq!(claims_reason(&ok), Reason::Ok);
+    for dup in [r#""m0""#, r#""m39""#, r#""\u006d20""#] {
+        let bad = format!(r#"{{{},{dup}:0}}"#, escaped.join(","));
+        assert_eq!(claims_reason(&bad), Reason::Malformed, "{dup}");
+    }
+    let mixed: Vec<&String> = members[..10].iter().chain(&escaped[20..30]).collect();
+    let mixed: Vec<&str> = mixed.into_iter().map(String::as_str).collect();
+    assert_eq!(
+        claims_reason(&format!("{{{}}}", mixed.join(","))),
+        Reason::Ok
+    );
+    let bad = format!(r#"{{{},"m5":0,"m25":0}}"#, mixed.join(","));
     assert_eq!(claims_reason(&bad), Reason::Malformed);
 }
 
@@ -1039,4 +1058,51 @@ fn the_scanner_agrees_with_serde_json() {
     assert!(tally.malformed > 3000, "{tally:?}");
     assert!(tally.duplicates > 300, "{tally:?}");
     assert!(tally.too_deep > 50, "{tally:?}");
+}
+
+/// The hand-written base64url decoder accepts exactly what the `base64` crate's
+/// `URL_SAFE_NO_PAD` accepts, and decodes it the same.
+#[test]
+fn base64url_agrees_with_the_base64_crate() {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let strays = b"=+/. \n\0\x7f\x80\xff";
+    let (mut ok, mut bad) = (0, 0);
+    let mut check = |input: &[u8]| {
+        let theirs = URL_SAFE_NO_PAD.decode(input).ok();
+        let ours = b64::decoded_len(input.len()).and_then(|n| {
+            let mut out = vec![0; n];
+            b64::decode(input, &mut out).map(|()| out)
+        });
+        assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(input));
+        if ours.is_some() { ok += 1 } else { bad += 1 }
+    };
+    for _ in 0..20_000 {
+        // The canonical encoding of random bytes, then one character changed.
+        let bytes: Vec<u8> = (0..rng.below(40)).map(|_| rng.next() as u8).collect();
+        let mut text = URL_SAFE_NO_PAD.encode(&bytes).into_bytes();
+        check(&text);
+        if !text.is_empty() {
+            let at = if rng.chance(50) {
+                text.len() - 1
+            } else {
+                rng.below(text.len())
+            };
+            text[at] = if rng.chance(80) {
+                alphabet[rng.below(64)]
+            } else {
+                strays[rng.below(strays.len())]
+            };
+            check(&text);
+        }
+        // Any length, including the impossible 4k + 1.
+        let random: Vec<u8> = (0..rng.below(24))
+            .map(|_| alphabet[rng.below(64)])
+            .collect();
+        check(&random);
+    }
+    assert!(ok > 20_000 && bad > 10_000, "{ok} accepted, {bad} refused");
+    // A wrong-sized output buffer is refused, not written past.
+    assert_eq!(b64::decode(b"AAAA", &mut [0; 2]), None);
+    assert_eq!(b64::decode(b"AAAA", &mut [0; 4]), None);
 }
