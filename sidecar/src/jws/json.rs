@@ -277,7 +277,18 @@ impl<'a> Scanner<'a> {
     /// Skips one value of any kind, checking its syntax; `depth` is the nesting level
     /// of its container (1 for a member of the top-level object). Iterative: the
     /// containers opened here are a bit stack, so no input can deepen the call stack.
+    #[inline]
     pub(super) fn skip_value(&mut self, depth: usize) -> Result<(), Fault> {
+        // Strings and numbers, the usual values, without the container machinery.
+        match self.non_ws() {
+            b'"' => self.string().map(drop),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            _ => self.skip_any(depth),
+        }
+    }
+
+    /// [`Scanner::skip_value`] for any value, containers included.
+    fn skip_any(&mut self, depth: usize) -> Result<(), Fault> {
         // Bit i set: the i-th innermost open container is an array.
         let mut arrays: u64 = 0;
         let mut open = 0usize;
