@@ -388,8 +388,8 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
     };
     sc.open_object().map_err(&fault)?;
     let mut first = true;
-    while let Some(name) = sc.next_member(&mut first).map_err(&fault)? {
-        let name = name.decoded();
+    while let Some(raw) = sc.next_member(&mut first) {
+        let name = sc.last_string(raw).decoded();
         let member = HeaderMember::from_name(&name);
         let fresh = match member {
             Some(m) => first_time(&mut seen, 1 << m as u8),
@@ -400,8 +400,10 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
         }
         match member {
             Some(m @ (HeaderMember::Alg | HeaderMember::Kid | HeaderMember::Cty)) => {
-                let value = sc.string_or_skip(1).map_err(&fault)?;
-                let value = Some(value.ok_or_else(|| wrong_type(&name))?.decoded());
+                let Some(value) = sc.string_or_skip(1) else {
+                    return Err(sc.fault().map_or_else(|| wrong_type(&name), &fault));
+                };
+                let value = Some(sc.last_string(value).decoded());
                 match m {
                     HeaderMember::Alg => h.alg = value,
                     HeaderMember::Kid => h.kid = value,
@@ -410,11 +412,11 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
             }
             Some(HeaderMember::Enc | HeaderMember::Zip) => {
                 h.enc_or_zip = true;
-                sc.skip_value(1).map_err(&fault)?;
+                sc.skip(1);
             }
             Some(HeaderMember::B64) => {
                 h.b64 = true;
-                sc.skip_value(1).map_err(&fault)?;
+                sc.skip(1);
             }
             Some(HeaderMember::Crit) => {
                 if !sc.open_array() {
@@ -424,13 +426,16 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
                     ));
                 }
                 let (mut count, mut first) = (0, true);
-                while sc.next_element(&mut first).map_err(&fault)? {
-                    sc.skip_value(2).map_err(&fault)?;
+                while sc.fault().is_none() && sc.next_element(&mut first) {
+                    sc.skip(2);
                     count += 1;
                 }
                 h.crit = Some(count);
             }
-            None => sc.skip_value(1).map_err(&fault)?,
+            None => sc.skip(1),
+        }
+        if sc.fault().is_some() {
+            break;
         }
     }
     sc.finish().map_err(&fault)?;
@@ -530,8 +535,8 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
     let mut others = Names::new();
     sc.open_object().map_err(&fault)?;
     let mut first = true;
-    while let Some(name) = sc.next_member(&mut first).map_err(&fault)? {
-        let name = name.decoded();
+    while let Some(raw) = sc.next_member(&mut first) {
+        let name = sc.last_string(raw).decoded();
         let claim = Claim::from_name(&name);
         let fresh = match claim {
             Some(m) => first_time(&mut seen, 1 << m as u8),
@@ -547,11 +552,11 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
         };
         let problem = match claim {
             None => {
-                sc.skip_value(1).map_err(&fault)?;
+                sc.skip(1);
                 None
             }
             Some(m @ (Claim::Iss | Claim::Sub | Claim::Jti | Claim::Sid)) => {
-                match sc.string_or_skip(1).map_err(&fault)? {
+                match sc.string_or_skip(1) {
                     Some(s) => {
                         let slot = match m {
                             Claim::Iss => &mut c.iss,
@@ -559,31 +564,33 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
                             Claim::Jti => &mut c.jti,
                             _ => &mut c.sid,
                         };
-                        *slot = Some(s.into_string());
+                        *slot = Some(sc.last_string(s).into_string());
                         None
                     }
                     None => Some("must be a string"),
                 }
             }
-            Some(m @ (Claim::Exp | Claim::Nbf | Claim::Iat)) => {
-                match sc.number_or_skip(1).map_err(&fault)? {
-                    Some(n) => match n.numeric_date() {
-                        Ok(secs) => {
-                            let slot = match m {
-                                Claim::Exp => &mut c.exp,
-                                Claim::Nbf => &mut c.nbf,
-                                _ => &mut c.iat,
-                            };
-                            *slot = Some(secs);
-                            None
-                        }
-                        Err(why) => Some(why),
-                    },
-                    None => Some("must be a NumericDate (a number of seconds)"),
-                }
-            }
-            Some(Claim::Aud) => read_audience(&mut sc, &mut c.aud).map_err(&fault)?,
+            Some(m @ (Claim::Exp | Claim::Nbf | Claim::Iat)) => match sc.number_or_skip(1) {
+                Some(n) => match n.numeric_date() {
+                    Ok(secs) => {
+                        let slot = match m {
+                            Claim::Exp => &mut c.exp,
+                            Claim::Nbf => &mut c.nbf,
+                            _ => &mut c.iat,
+                        };
+                        *slot = Some(secs);
+                        None
+                    }
+                    Err(why) => Some(why),
+                },
+                None => Some("must be a NumericDate (a number of seconds)"),
+            },
+            Some(Claim::Aud) => read_audience(&mut sc, &mut c.aud),
         };
+        // A fault ends the scan; it wins over a wrong type (reported by `finish`).
+        if sc.fault().is_some() {
+            break;
+        }
         if let (Some(why), None) = (problem, &invalid) {
             invalid = Some(Rejection::with(
                 Reason::InvalidClaim,
@@ -599,32 +606,30 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
 }
 
 /// `aud`: one string, or an array of at most [`MAX_AUDIENCES`] strings. Returns what
-/// is wrong with its type, if anything; the value is scanned to its end regardless.
-fn read_audience(
-    sc: &mut Scanner<'_>,
-    out: &mut Vec<String>,
-) -> Result<Option<&'static str>, Fault> {
+/// is wrong with its type, if anything; the value is scanned to its end regardless
+/// (a fault stays in the scanner).
+fn read_audience(sc: &mut Scanner<'_>, out: &mut Vec<String>) -> Option<&'static str> {
     const WRONG: &str = "must be a string or an array of strings";
     if !sc.open_array() {
-        return Ok(match sc.string_or_skip(1)? {
+        return match sc.string_or_skip(1) {
             Some(s) => {
-                *out = vec![s.into_string()];
+                *out = vec![sc.last_string(s).into_string()];
                 None
             }
             None => Some(WRONG),
-        });
+        };
     }
     let (mut problem, mut first) = (None, true);
-    while sc.next_element(&mut first)? {
-        match sc.string_or_skip(2)? {
+    while sc.fault().is_none() && sc.next_element(&mut first) {
+        match sc.string_or_skip(2) {
             Some(_) if out.len() == MAX_AUDIENCES => {
                 problem = problem.or(Some("has more than 64 values"));
             }
-            Some(s) => out.push(s.into_string()),
+            Some(s) => out.push(sc.last_string(s).into_string()),
             None => problem = problem.or(Some(WRONG)),
         }
     }
-    Ok(problem)
+    problem
 }
 
 #[cfg(test)]

@@ -135,18 +135,36 @@ fn first_string_special(b: &[u8], from: usize) -> Option<usize> {
     Some(i - from + n)
 }
 
+/// Returned by the scanner's internal steps when they stop at a fault, which the
+/// scanner keeps (see [`Scanner::fault`]). A zero-sized error keeps the hot results —
+/// `Result<&str, Stop>`, `Option<&str>` — in registers; a `Result` carrying the fault
+/// itself went through memory and stalled on store forwarding.
+#[derive(Debug, Clone, Copy)]
+struct Stop;
+
 /// A cursor over JSON text. Each method documents where it expects the cursor and
 /// where it leaves it; all of them skip leading whitespace themselves.
+///
+/// The first fault stops the scan and is kept: the methods that return `Option` or
+/// `bool` then return `None` or `false`, and [`Scanner::fault`] says why.
 #[derive(Debug)]
 pub(super) struct Scanner<'a> {
     text: &'a str,
     pos: usize,
+    /// Whether the last string scanned had escapes.
+    escaped: bool,
+    fault: Option<Fault>,
 }
 
 impl<'a> Scanner<'a> {
     /// A scanner at the start of `text`.
     pub(super) fn new(text: &'a str) -> Self {
-        Self { text, pos: 0 }
+        Self {
+            text,
+            pos: 0,
+            escaped: false,
+            fault: None,
+        }
     }
 
     /// The byte offset of the cursor.
@@ -154,12 +172,27 @@ impl<'a> Scanner<'a> {
         self.pos
     }
 
-    fn fault(&self, at: usize, what: &'static str) -> Fault {
-        Fault { at, what }
+    /// The fault the scan stopped at, if it did.
+    pub(super) fn fault(&self) -> Option<Fault> {
+        self.fault
     }
 
-    fn syntax<T>(&self, what: &'static str) -> Result<T, Fault> {
-        Err(self.fault(self.pos, what))
+    /// `raw`, the last string scanned, with whether it had escapes.
+    pub(super) fn last_string(&self, raw: &'a str) -> JsonStr<'a> {
+        JsonStr {
+            raw,
+            escaped: self.escaped,
+        }
+    }
+
+    #[cold]
+    fn fail_at<T>(&mut self, at: usize, what: &'static str) -> Result<T, Stop> {
+        self.fault.get_or_insert(Fault { at, what });
+        Err(Stop)
+    }
+
+    fn fail<T>(&mut self, what: &'static str) -> Result<T, Stop> {
+        self.fail_at(self.pos, what)
     }
 
     /// Skips whitespace; returns the byte at the cursor, or 0 at the end. (A NUL is
@@ -179,15 +212,23 @@ impl<'a> Scanner<'a> {
     /// Opens the top-level object.
     pub(super) fn open_object(&mut self) -> Result<(), Fault> {
         if self.non_ws() != b'{' {
-            return self.syntax(NOT_OBJECT);
+            return Err(Fault {
+                at: self.pos,
+                what: NOT_OBJECT,
+            });
         }
         self.pos += 1;
         Ok(())
     }
 
-    /// The next member name of the top-level object and its `:`, or `None` after the
-    /// object's closing brace. `first` is true until the first call.
-    pub(super) fn next_member(&mut self, first: &mut bool) -> Result<Option<JsonStr<'a>>, Fault> {
+    /// The next member name of the top-level object (see [`Scanner::last_string`])
+    /// and its `:`; `None` after the object's closing brace, or at a fault. `first`
+    /// is true until the first call.
+    pub(super) fn next_member(&mut self, first: &mut bool) -> Option<&'a str> {
+        self.member(first).ok().flatten()
+    }
+
+    fn member(&mut self, first: &mut bool) -> Result<Option<&'a str>, Stop> {
         let mut c = self.non_ws();
         if c == b'}' {
             self.pos += 1;
@@ -199,32 +240,39 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
             c = self.non_ws();
         } else {
-            return self.syntax("expected `,` or `}`");
+            return self.fail("expected `,` or `}`");
         }
         if c != b'"' {
-            return self.syntax("expected a member name");
+            return self.fail("expected a member name");
         }
         self.name_and_colon().map(Some)
     }
 
     /// A member name (the cursor is on its quote) and its colon.
     #[inline]
-    fn name_and_colon(&mut self) -> Result<JsonStr<'a>, Fault> {
+    fn name_and_colon(&mut self) -> Result<&'a str, Stop> {
         let name = self.string()?;
         if self.non_ws() != b':' {
-            return self.syntax("expected `:`");
+            return self.fail("expected `:`");
         }
         self.pos += 1;
         Ok(name)
     }
 
-    /// Only whitespace may follow the top-level object.
+    /// Only whitespace may follow the top-level object; also reports a fault the scan
+    /// stopped at.
     pub(super) fn finish(&mut self) -> Result<(), Fault> {
+        if let Some(fault) = self.fault {
+            return Err(fault);
+        }
         self.non_ws();
         if self.pos == self.text.len() {
             Ok(())
         } else {
-            self.syntax("trailing characters after the object")
+            Err(Fault {
+                at: self.pos,
+                what: "trailing characters after the object",
+            })
         }
     }
 
@@ -235,60 +283,65 @@ impl<'a> Scanner<'a> {
         is_array
     }
 
-    /// Whether another element follows in the array just opened (consuming its `,`),
-    /// or the array ends (consuming its `]`). `first` is true until the first call.
-    pub(super) fn next_element(&mut self, first: &mut bool) -> Result<bool, Fault> {
+    /// Whether another element follows in the array just opened (consuming its `,`);
+    /// `false` when the array ends (consuming its `]`) or at a fault. `first` is true
+    /// until the first call.
+    pub(super) fn next_element(&mut self, first: &mut bool) -> bool {
         match self.non_ws() {
             b']' => {
                 self.pos += 1;
-                Ok(false)
+                false
             }
             _ if *first => {
                 *first = false;
-                Ok(true)
+                true
             }
             b',' => {
                 self.pos += 1;
-                Ok(true)
+                true
             }
-            _ => self.syntax("expected `,` or `]`"),
+            _ => self.fail::<()>("expected `,` or `]`").is_ok(),
         }
     }
 
-    /// A string value, or — for any other value, which is skipped — `None`.
-    /// `depth` is the nesting level of the value's container.
-    pub(super) fn string_or_skip(&mut self, depth: usize) -> Result<Option<JsonStr<'a>>, Fault> {
+    /// A string value (see [`Scanner::last_string`]); `None` for any other value,
+    /// which is skipped, or at a fault. `depth` is the nesting level of the value's
+    /// container.
+    #[inline]
+    pub(super) fn string_or_skip(&mut self, depth: usize) -> Option<&'a str> {
         if self.non_ws() == b'"' {
-            self.string().map(Some)
+            self.string().ok()
         } else {
-            self.skip_value(depth).map(|()| None)
+            self.skip(depth);
+            None
         }
     }
 
-    /// A number value, or — for any other value, which is skipped — `None`.
-    pub(super) fn number_or_skip(&mut self, depth: usize) -> Result<Option<Number<'a>>, Fault> {
+    /// A number value; `None` for any other value, which is skipped, or at a fault.
+    pub(super) fn number_or_skip(&mut self, depth: usize) -> Option<Number<'a>> {
         if matches!(self.non_ws(), b'-' | b'0'..=b'9') {
-            self.number().map(Some)
+            self.number().ok()
         } else {
-            self.skip_value(depth).map(|()| None)
+            self.skip(depth);
+            None
         }
     }
 
     /// Skips one value of any kind, checking its syntax; `depth` is the nesting level
-    /// of its container (1 for a member of the top-level object). Iterative: the
-    /// containers opened here are a bit stack, so no input can deepen the call stack.
+    /// of its container (1 for a member of the top-level object). A fault is kept.
     #[inline]
-    pub(super) fn skip_value(&mut self, depth: usize) -> Result<(), Fault> {
+    pub(super) fn skip(&mut self, depth: usize) {
         // Strings and numbers, the usual values, without the container machinery.
-        match self.non_ws() {
+        let _stopped = match self.non_ws() {
             b'"' => self.string().map(drop),
             b'-' | b'0'..=b'9' => self.number().map(drop),
             _ => self.skip_any(depth),
-        }
+        };
     }
 
-    /// [`Scanner::skip_value`] for any value, containers included.
-    fn skip_any(&mut self, depth: usize) -> Result<(), Fault> {
+    /// [`Scanner::skip`] for any value, containers included. Iterative: the
+    /// containers opened here are a bit stack, so no input can deepen the call stack.
+    fn skip_any(&mut self, depth: usize) -> Result<(), Stop> {
         // Bit i set: the i-th innermost open container is an array.
         let mut arrays: u64 = 0;
         let mut open = 0usize;
@@ -297,7 +350,7 @@ impl<'a> Scanner<'a> {
             match self.non_ws() {
                 c @ (b'{' | b'[') => {
                     if depth + open >= MAX_DEPTH {
-                        return self.syntax(TOO_DEEP);
+                        return self.fail(TOO_DEEP);
                     }
                     self.pos += 1;
                     let is_array = c == b'[';
@@ -311,7 +364,7 @@ impl<'a> Scanner<'a> {
                     } else {
                         if !is_array {
                             if next != b'"' {
-                                return self.syntax("expected a member name");
+                                return self.fail("expected a member name");
                             }
                             self.name_and_colon()?;
                         }
@@ -327,7 +380,7 @@ impl<'a> Scanner<'a> {
                 b't' => self.literal(b"true")?,
                 b'f' => self.literal(b"false")?,
                 b'n' => self.literal(b"null")?,
-                _ => return self.syntax("expected a value"),
+                _ => return self.fail("expected a value"),
             }
             // After a value: close containers until one continues with a `,`.
             loop {
@@ -343,7 +396,7 @@ impl<'a> Scanner<'a> {
                     (b',', false) => {
                         self.pos += 1;
                         if self.non_ws() != b'"' {
-                            return self.syntax("expected a member name");
+                            return self.fail("expected a member name");
                         }
                         self.name_and_colon()?;
                         break;
@@ -353,36 +406,34 @@ impl<'a> Scanner<'a> {
                         arrays >>= 1;
                         open -= 1;
                     }
-                    (_, true) => return self.syntax("expected `,` or `]`"),
-                    (_, false) => return self.syntax("expected `,` or `}`"),
+                    (_, true) => return self.fail("expected `,` or `]`"),
+                    (_, false) => return self.fail("expected `,` or `}`"),
                 }
             }
         }
     }
 
-    fn literal(&mut self, word: &'static [u8]) -> Result<(), Fault> {
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), Stop> {
         if self.text.as_bytes()[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(())
         } else {
-            self.syntax("invalid literal")
+            self.fail("invalid literal")
         }
     }
 
     /// A string; the cursor is on its opening quote and is left after the closing
     /// one. The common case — no escape — is a SWAR scan to the closing quote.
     #[inline(always)]
-    fn string(&mut self) -> Result<JsonStr<'a>, Fault> {
+    fn string(&mut self) -> Result<&'a str, Stop> {
         let start = self.pos + 1;
         if let Some(n) = first_string_special(self.text.as_bytes(), start) {
             let end = start + n;
             if self.text.as_bytes()[end] == b'"' {
                 self.pos = end + 1;
-                return Ok(JsonStr {
-                    // Both ends are ASCII quotes, so this slice is on char boundaries.
-                    raw: &self.text[start..end],
-                    escaped: false,
-                });
+                self.escaped = false;
+                // Both ends are ASCII quotes, so this slice is on char boundaries.
+                return Ok(&self.text[start..end]);
             }
         }
         self.string_with_escapes(start)
@@ -392,60 +443,61 @@ impl<'a> Scanner<'a> {
     /// when the string is wanted), control characters and the end of the input.
     #[cold]
     #[inline(never)]
-    fn string_with_escapes(&mut self, start: usize) -> Result<JsonStr<'a>, Fault> {
+    fn string_with_escapes(&mut self, start: usize) -> Result<&'a str, Stop> {
         let b = self.text.as_bytes();
         let mut i = start;
         let mut escaped = false;
         loop {
-            i += first_string_special(b, i).ok_or(self.fault(start - 1, "unterminated string"))?;
+            let Some(n) = first_string_special(b, i) else {
+                return self.fail_at(start - 1, "unterminated string");
+            };
+            i += n;
             match b[i] {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
                     i = self.escape(i)?;
                 }
-                _ => return Err(self.fault(i, "control character in a string")),
+                _ => return self.fail_at(i, "control character in a string"),
             }
         }
         self.pos = i + 1;
-        Ok(JsonStr {
-            raw: &self.text[start..i],
-            escaped,
-        })
+        self.escaped = escaped;
+        Ok(&self.text[start..i])
     }
 
     /// Checks the escape whose backslash is at `i`; returns the index after it. A
     /// `\u` escape of a UTF-16 surrogate must be a high one followed by a low one.
-    fn escape(&self, i: usize) -> Result<usize, Fault> {
+    fn escape(&mut self, i: usize) -> Result<usize, Stop> {
         let b = self.text.as_bytes();
-        let bad = |what| Err(self.fault(i, what));
-        match b.get(i + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+        let what = match b.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => return Ok(i + 2),
             Some(b'u') => match hex4(b, i + 2) {
-                None => bad("invalid \\u escape"),
+                None => "invalid \\u escape",
                 Some(0xD800..=0xDBFF) => {
                     let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
                         .then(|| hex4(b, i + 8))
                         .flatten();
                     match low {
-                        Some(0xDC00..=0xDFFF) => Ok(i + 12),
-                        _ => bad("lone surrogate in a \\u escape"),
+                        Some(0xDC00..=0xDFFF) => return Ok(i + 12),
+                        _ => "lone surrogate in a \\u escape",
                     }
                 }
-                Some(0xDC00..=0xDFFF) => bad("lone surrogate in a \\u escape"),
-                Some(_) => Ok(i + 6),
+                Some(0xDC00..=0xDFFF) => "lone surrogate in a \\u escape",
+                Some(_) => return Ok(i + 6),
             },
-            _ => bad("invalid escape"),
-        }
+            _ => "invalid escape",
+        };
+        self.fail_at(i, what)
     }
 
     /// A number; the cursor is on its first byte. RFC 8259 grammar only (no `+1`,
     /// `.5`, `1.`, leading zeros, `NaN`), and within f64's range, as serde_json —
     /// which later turns the payload into the response's `Struct` — requires.
-    fn number(&mut self) -> Result<Number<'a>, Fault> {
+    fn number(&mut self) -> Result<Number<'a>, Stop> {
         let b = self.text.as_bytes();
         let start = self.pos;
-        let invalid = || Err(self.fault(start, "invalid number"));
+        let invalid = |sc: &mut Self| sc.fail_at(start, "invalid number");
         let digits = |mut i: usize| {
             while b.get(i).is_some_and(u8::is_ascii_digit) {
                 i += 1;
@@ -465,14 +517,14 @@ impl<'a> Scanner<'a> {
                     i += 1;
                 }
             }
-            _ => return invalid(),
+            _ => return invalid(self),
         }
         let int_digits = i - int_start;
         let mut integer = true;
         if b.get(i) == Some(&b'.') {
             integer = false;
             if !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                return invalid();
+                return invalid(self);
             }
             i = digits(i + 1);
         }
@@ -483,7 +535,7 @@ impl<'a> Scanner<'a> {
                 i += 1;
             }
             if !b.get(i).is_some_and(u8::is_ascii_digit) {
-                return invalid();
+                return invalid(self);
             }
             i = digits(i);
         }
@@ -495,7 +547,7 @@ impl<'a> Scanner<'a> {
         // A small integer is well within f64's range; anything else is parsed once
         // to check, as serde_json refuses what overflows to infinity.
         if small.is_none() && !text.parse::<f64>().is_ok_and(f64::is_finite) {
-            return Err(self.fault(start, "number out of range"));
+            return self.fail_at(start, "number out of range");
         }
         self.pos = i;
         Ok(Number {
