@@ -217,6 +217,15 @@ fn duplicates_are_refused_for_every_member_compared_decoded() {
         assert_eq!(claims_reason(bad), Reason::Malformed, "{bad}");
         assert_eq!(peek_issuer(&b64(bad)), None, "{bad}");
     }
+    // Long names that share their first seven bytes and their length differ.
+    assert_eq!(
+        claims_reason(r#"{"abcdefgX":1,"abcdefgY":1,"abcdefg":1,"abcdefgXY":1}"#),
+        Reason::Ok
+    );
+    assert_eq!(
+        claims_reason(r#"{"abcdefgX":1,"abcdefgY":1,"abcdefgX":1}"#),
+        Reason::Malformed
+    );
     // Nested objects are other objects: the same name there is no duplicate.
     assert_eq!(claims_reason(r#"{"a":{"a":1},"b":{"a":2}}"#), Reason::Ok);
     assert_eq!(claims_reason(r#"{"a":1,"A":1,"a ":1}"#), Reason::Ok);
