@@ -207,10 +207,6 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         ));
     }
 
-    let mut signature = SignatureBytes {
-        buf: [0; MAX_SIGNATURE_LEN],
-        len: 0,
-    };
     // The longest the signature could decode to, before its length is validated.
     if signature_b64.len().div_ceil(4) * 3 > MAX_SIGNATURE_LEN {
         return Err(Rejection::new(
@@ -218,20 +214,21 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
             "the signature is too long",
         ));
     }
-    signature.len = decoded_len(signature_b64, "signature")?;
-    decode_into(
-        signature_b64,
-        &mut signature.buf[..signature.len],
-        "signature",
-    )?;
-
-    Ok(Jws {
+    let len = decoded_len(signature_b64, "signature")?;
+    // Built in place and the signature decoded straight into it, so that the large
+    // buffer is not copied once more on the way out.
+    let mut jws = Jws {
         signing_input,
         payload_b64,
         alg,
         kid,
-        signature,
-    })
+        signature: SignatureBytes {
+            buf: [0; MAX_SIGNATURE_LEN],
+            len,
+        },
+    };
+    decode_into(signature_b64, &mut jws.signature.buf[..len], "signature")?;
+    Ok(jws)
 }
 
 /// `header.payload` (the signing input), the header, the payload and the signature
