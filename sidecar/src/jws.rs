@@ -79,22 +79,40 @@ pub struct Jws<'t> {
     signature: SignatureBytes,
 }
 
-/// A decoded signature on the stack: no allocation on the hot path.
-struct SignatureBytes {
-    buf: [u8; MAX_SIGNATURE_LEN],
-    len: usize,
+/// Longest signature kept inline: HMAC tags (up to 64 bytes), ECDSA (64, 96) and
+/// EdDSA (64).
+const INLINE_SIGNATURE_LEN: usize = 96;
+
+/// A decoded signature: inline when short, so that no allocation is made and the
+/// parsed token stays small to move; on the heap when longer (RSA, whose check costs
+/// a thousand times the allocation).
+enum SignatureBytes {
+    Inline {
+        buf: [u8; INLINE_SIGNATURE_LEN],
+        len: usize,
+    },
+    Heap(Box<[u8]>),
+}
+
+impl SignatureBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { buf, len } => &buf[..*len],
+            Self::Heap(bytes) => bytes,
+        }
+    }
 }
 
 impl fmt::Debug for SignatureBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SignatureBytes({} bytes)", self.len)
+        write!(f, "SignatureBytes({} bytes)", self.as_slice().len())
     }
 }
 
 impl Jws<'_> {
     /// The decoded signature.
     pub fn signature(&self) -> &[u8] {
-        &self.signature.buf[..self.signature.len]
+        self.signature.as_slice()
     }
 }
 
@@ -207,28 +225,31 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         ));
     }
 
-    // The longest the signature could decode to, before its length is validated.
-    if signature_b64.len().div_ceil(4) * 3 > MAX_SIGNATURE_LEN {
+    // Too long is told before a malformed length. The exact decoded length where
+    // there is one: the rounded-up estimate used before refused RSA-4096's 512 bytes.
+    let longest = b64::decoded_len(signature_b64.len())
+        .unwrap_or_else(|| signature_b64.len().div_ceil(4) * 3);
+    if longest > MAX_SIGNATURE_LEN {
         return Err(Rejection::new(
             Reason::BadSignature,
             "the signature is too long",
         ));
     }
     let len = decoded_len(signature_b64, "signature")?;
-    // Built in place and the signature decoded straight into it, so that the large
-    // buffer is not copied once more on the way out.
-    let mut jws = Jws {
+    let signature = if len <= INLINE_SIGNATURE_LEN {
+        let mut buf = [0; INLINE_SIGNATURE_LEN];
+        decode_into(signature_b64, &mut buf[..len], "signature")?;
+        SignatureBytes::Inline { buf, len }
+    } else {
+        SignatureBytes::Heap(decode_b64(signature_b64, "signature")?.into_boxed_slice())
+    };
+    Ok(Jws {
         signing_input,
         payload_b64,
         alg,
         kid,
-        signature: SignatureBytes {
-            buf: [0; MAX_SIGNATURE_LEN],
-            len,
-        },
-    };
-    decode_into(signature_b64, &mut jws.signature.buf[..len], "signature")?;
-    Ok(jws)
+        signature,
+    })
 }
 
 /// `header.payload` (the signing input), the header, the payload and the signature

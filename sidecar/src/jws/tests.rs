@@ -1115,3 +1115,26 @@ fn base64url_agrees_with_the_base64_crate() {
     assert_eq!(b64::decode(b"AAAA", &mut [0; 2]), None);
     assert_eq!(b64::decode(b"AAAA", &mut [0; 4]), None);
 }
+
+#[test]
+fn signatures_of_every_size_decode_inline_or_on_the_heap() {
+    for len in [1, 32, 64, 95, 96, 97, 256, 512] {
+        let sig: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let t = token(r#"{"alg":"RS256"}"#, "{}", &URL_SAFE_NO_PAD.encode(&sig));
+        assert_eq!(
+            parse(&t, 8192).unwrap().signature(),
+            sig.as_slice(),
+            "{len}"
+        );
+    }
+    let t = token(
+        r#"{"alg":"RS256"}"#,
+        "{}",
+        &URL_SAFE_NO_PAD.encode([1u8; 513]),
+    );
+    assert_eq!(reason(&t), Reason::BadSignature);
+    for bad in ["AAA=", "AA+A", "A", "AAAAB"] {
+        let t = token(r#"{"alg":"RS256"}"#, "{}", bad);
+        assert_eq!(reason(&t), Reason::Malformed, "{bad}");
+    }
+}
