@@ -11,17 +11,23 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use denylist_proto::pb::Reason;
-use serde::Deserialize;
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::algorithm::Algorithm;
 
-/// Deepest JSON nesting accepted in a header or payload. Real tokens nest two or
-/// three levels; deep nesting only serves to exhaust a downstream parser's stack.
-const MAX_JSON_DEPTH: usize = 32;
+mod b64;
+mod json;
+
+use json::{Fault, Names, Scanner};
+
+/// Headers up to this many decoded bytes are decoded on the stack (typical ones are
+/// under 100); longer ones go to the heap.
+const HEADER_STACK_BYTES: usize = 256;
+
+/// Longest decoded header accepted: what fits in an 8 KiB token (the default
+/// `verify.max_token_bytes`) with room to spare. Keys never come from the header, so
+/// nothing legitimate needs more.
+const MAX_HEADER_BYTES: usize = 8192;
 
 /// Longest signature accepted (RSA-4096 is 512 bytes).
 const MAX_SIGNATURE_LEN: usize = 512;
@@ -73,45 +79,41 @@ pub struct Jws<'t> {
     signature: SignatureBytes,
 }
 
-/// A decoded signature on the stack: no allocation on the hot path.
-struct SignatureBytes {
-    buf: [u8; MAX_SIGNATURE_LEN],
-    len: usize,
+/// Longest signature kept inline: HMAC tags (up to 64 bytes), ECDSA (64, 96) and
+/// EdDSA (64).
+const INLINE_SIGNATURE_LEN: usize = 96;
+
+/// A decoded signature: inline when short, so that no allocation is made and the
+/// parsed token stays small to move; on the heap when longer (RSA, whose check costs
+/// a thousand times the allocation).
+enum SignatureBytes {
+    Inline {
+        buf: [u8; INLINE_SIGNATURE_LEN],
+        len: usize,
+    },
+    Heap(Box<[u8]>),
+}
+
+impl SignatureBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { buf, len } => &buf[..*len],
+            Self::Heap(bytes) => bytes,
+        }
+    }
 }
 
 impl fmt::Debug for SignatureBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SignatureBytes({} bytes)", self.len)
+        write!(f, "SignatureBytes({} bytes)", self.as_slice().len())
     }
 }
 
 impl Jws<'_> {
     /// The decoded signature.
     pub fn signature(&self) -> &[u8] {
-        &self.signature.buf[..self.signature.len]
+        self.signature.as_slice()
     }
-}
-
-/// The protected header members we read. Unknown members are ignored; a
-/// duplicated member is an error (serde rejects duplicate fields of a struct).
-#[derive(Deserialize)]
-struct RawHeader<'a> {
-    #[serde(borrow)]
-    alg: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    cty: Option<Cow<'a, str>>,
-    #[serde(default)]
-    enc: Option<IgnoredAny>,
-    #[serde(default)]
-    zip: Option<IgnoredAny>,
-    #[serde(default)]
-    crit: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    b64: Option<IgnoredAny>,
-    // `jku`, `x5u`, `jwk`, `x5c` are deliberately not read: keys only ever come from
-    // configuration, never from the token that is being checked.
 }
 
 /// Splits a compact JWS, parses its header and decodes its signature.
@@ -125,36 +127,46 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
     if token.is_empty() {
         return Err(Rejection::new(Reason::Malformed, "empty token"));
     }
-    let dots = token.bytes().filter(|&b| b == b'.').count();
-    if dots == 4 {
-        return Err(Rejection::new(
-            Reason::EncryptedOrNested,
-            "five segments: a JWE (encrypted token) is not accepted",
-        ));
-    }
-    if dots != 2 {
-        return Err(Rejection::with(
-            Reason::Malformed,
-            format!("{} segments; a compact JWS has 3", dots + 1),
-        ));
-    }
-    let (signing_input, signature_b64) = token
-        .rsplit_once('.')
-        .ok_or(Rejection::new(Reason::Malformed, "no signature segment"))?;
-    let (header_b64, payload_b64) = signing_input
-        .split_once('.')
-        .ok_or(Rejection::new(Reason::Malformed, "no payload segment"))?;
+    // `str::find` of one ASCII byte is memchr: much faster than a byte-by-byte count.
+    let (signing_input, header_b64, payload_b64, signature_b64) = match segments(token) {
+        Some(parts) => parts,
+        None => {
+            let dots = token.matches('.').count();
+            return Err(if dots == 4 {
+                Rejection::new(
+                    Reason::EncryptedOrNested,
+                    "five segments: a JWE (encrypted token) is not accepted",
+                )
+            } else {
+                Rejection::with(
+                    Reason::Malformed,
+                    format!("{} segments; a compact JWS has 3", dots + 1),
+                )
+            });
+        }
+    };
     if header_b64.is_empty() || payload_b64.is_empty() {
         return Err(Rejection::new(
             Reason::Malformed,
             "empty header or payload segment",
         ));
     }
-    let header_json = decode_b64(header_b64, "header")?;
-    let header_text = check_json_object(&header_json, "header")?;
-    let header: RawHeader<'_> = serde_json::from_str(header_text).map_err(|e| {
-        Rejection::with(Reason::Malformed, format!("header is not valid JSON: {e}"))
-    })?;
+    let mut stack = [0u8; HEADER_STACK_BYTES];
+    let heap;
+    let header_json: &[u8] = match decoded_len(header_b64, "header")? {
+        n if n <= HEADER_STACK_BYTES => decode_into(header_b64, &mut stack[..n], "header")?,
+        n if n <= MAX_HEADER_BYTES => {
+            heap = decode_b64(header_b64, "header")?;
+            &heap
+        }
+        n => {
+            return Err(Rejection::with(
+                Reason::Malformed,
+                format!("header is {n} bytes; the limit is {MAX_HEADER_BYTES}"),
+            ));
+        }
+    };
+    let header = read_header(utf8(header_json, "header")?)?;
     let alg_name = header
         .alg
         .ok_or(Rejection::new(Reason::Malformed, "header has no `alg`"))?;
@@ -164,7 +176,7 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
             "`alg: none` (an unsecured token) is never accepted",
         ));
     }
-    if header.enc.is_some() || header.zip.is_some() {
+    if header.enc_or_zip {
         return Err(Rejection::new(
             Reason::EncryptedOrNested,
             "header has `enc`/`zip`: a JWE is not accepted",
@@ -180,19 +192,19 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
             "`cty: JWT` marks a nested token, which is not accepted",
         ));
     }
-    if let Some(crit) = &header.crit {
+    if let Some(crit) = header.crit {
         // RFC 7515 §4.1.11: recipients must reject tokens naming critical extensions
         // they do not understand. We understand none (not even `b64`, RFC 7797).
         return Err(Rejection::with(
             Reason::UnsupportedCriticalHeader,
-            if crit.is_empty() {
+            if crit == 0 {
                 "`crit` is present but empty".to_owned()
             } else {
-                format!("`crit` names {} unsupported extension(s)", crit.len())
+                format!("`crit` names {crit} unsupported extension(s)")
             },
         ));
     }
-    if header.b64.is_some() {
+    if header.b64 {
         return Err(Rejection::new(
             Reason::UnsupportedCriticalHeader,
             "`b64` (unencoded payload) is not supported",
@@ -213,20 +225,24 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
         ));
     }
 
-    let mut signature = SignatureBytes {
-        buf: [0; MAX_SIGNATURE_LEN],
-        len: 0,
-    };
-    if base64::decoded_len_estimate(signature_b64.len()) > MAX_SIGNATURE_LEN {
+    // Too long is told before a malformed length. The exact decoded length where
+    // there is one: the rounded-up estimate used before refused RSA-4096's 512 bytes.
+    let longest = b64::decoded_len(signature_b64.len())
+        .unwrap_or_else(|| signature_b64.len().div_ceil(4) * 3);
+    if longest > MAX_SIGNATURE_LEN {
         return Err(Rejection::new(
             Reason::BadSignature,
             "the signature is too long",
         ));
     }
-    signature.len = URL_SAFE_NO_PAD
-        .decode_slice(signature_b64, &mut signature.buf)
-        .map_err(|_| Rejection::new(Reason::Malformed, "signature is not base64url"))?;
-
+    let len = decoded_len(signature_b64, "signature")?;
+    let signature = if len <= INLINE_SIGNATURE_LEN {
+        let mut buf = [0; INLINE_SIGNATURE_LEN];
+        decode_into(signature_b64, &mut buf[..len], "signature")?;
+        SignatureBytes::Inline { buf, len }
+    } else {
+        SignatureBytes::Heap(decode_b64(signature_b64, "signature")?.into_boxed_slice())
+    };
     Ok(Jws {
         signing_input,
         payload_b64,
@@ -236,72 +252,92 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
     })
 }
 
+/// `header.payload` (the signing input), the header, the payload and the signature
+/// segments of a token with exactly two dots.
+fn segments(token: &str) -> Option<(&str, &str, &str, &str)> {
+    let first = token.find('.')?;
+    let second = first + 1 + token[first + 1..].find('.')?;
+    let signature = &token[second + 1..];
+    if signature.contains('.') {
+        return None;
+    }
+    Some((
+        &token[..second],
+        &token[..first],
+        &token[first + 1..second],
+        signature,
+    ))
+}
+
+/// The exact decoded length of an unpadded base64url segment; a length that no
+/// encoding has (4k + 1) is refused here.
+fn decoded_len(segment: &str, what: &'static str) -> Result<usize, Rejection> {
+    b64::decoded_len(segment.len()).ok_or_else(|| not_base64url(what))
+}
+
+fn not_base64url(what: &'static str) -> Rejection {
+    Rejection::with(Reason::Malformed, format!("{what} is not base64url"))
+}
+
+/// Decodes `segment` into `out`, which has exactly its [`decoded_len`].
+fn decode_into<'o>(
+    segment: &str,
+    out: &'o mut [u8],
+    what: &'static str,
+) -> Result<&'o [u8], Rejection> {
+    b64::decode(segment.as_bytes(), out).ok_or_else(|| not_base64url(what))?;
+    Ok(out)
+}
+
+/// Decodes `segment` into a vector of exactly its decoded length, so that turning
+/// it into a boxed slice later does not reallocate.
 fn decode_b64(segment: &str, what: &'static str) -> Result<Vec<u8>, Rejection> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| Rejection::with(Reason::Malformed, format!("{what} is not base64url")))
+    let len = decoded_len(segment, what)?;
+    // Not `vec![0; len]`: that is calloc, which in glibc skips the thread cache and
+    // costs more than the whole decode.
+    #[allow(clippy::slow_vector_initialization)]
+    let mut out = Vec::with_capacity(len);
+    out.resize(len, 0);
+    decode_into(segment, &mut out, what)?;
+    Ok(out)
 }
 
-/// The checks a header or payload passes before it is parsed: valid UTF-8 (serde
-/// skips unread strings without checking them), an object (serde's derived structs
-/// also accept arrays), and nesting within [`MAX_JSON_DEPTH`].
-///
-/// Returns the text as `&str`: parsing it with `serde_json::from_str` then skips the
-/// per-string UTF-8 checks that `from_slice` would repeat.
-fn check_json_object<'a>(json: &'a [u8], what: &'static str) -> Result<&'a str, Rejection> {
-    let text = utf8_object(json, what)?;
-    check_depth(json, what)?;
-    Ok(text)
+fn utf8<'a>(json: &'a [u8], what: &'static str) -> Result<&'a str, Rejection> {
+    std::str::from_utf8(json)
+        .map_err(|_| Rejection::with(Reason::Malformed, format!("{what} is not valid UTF-8")))
 }
 
-/// UTF-8 and "is an object" only; the payload's depth is limited while it is parsed
-/// (see [`Skip`]), which saves a second pass over it.
-fn utf8_object<'a>(json: &'a [u8], what: &'static str) -> Result<&'a str, Rejection> {
-    let Ok(text) = std::str::from_utf8(json) else {
-        return Err(Rejection::with(
-            Reason::Malformed,
-            format!("{what} is not valid UTF-8"),
-        ));
-    };
-    if text.trim_start().as_bytes().first() != Some(&b'{') {
-        return Err(Rejection::with(
-            Reason::Malformed,
-            format!("{what} is not a JSON object"),
-        ));
-    }
-    Ok(text)
-}
-
-/// Rejects JSON nested deeper than [`MAX_JSON_DEPTH`]. A linear scan that skips
-/// string contents; it runs before parsing, so the parser never recurses deeply.
-fn check_depth(json: &[u8], what: &'static str) -> Result<(), Rejection> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_JSON_DEPTH {
-                    return Err(Rejection::with(
-                        Reason::Malformed,
-                        format!("{what} JSON is nested deeper than {MAX_JSON_DEPTH} levels"),
-                    ));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+/// A scanner fault as a rejection: always [`Reason::Malformed`].
+fn malformed(what: &'static str) -> impl Fn(Fault) -> Rejection {
+    move |fault| {
+        if fault.what == json::NOT_OBJECT {
+            Rejection::with(Reason::Malformed, format!("{what} is not a JSON object"))
+        } else {
+            Rejection::with(
+                Reason::Malformed,
+                format!("{what} is not valid JSON: {fault}"),
+            )
         }
     }
-    Ok(())
+}
+
+/// A duplicated member: [`Reason::Malformed`], naming it (truncated; it comes from
+/// the token).
+fn duplicate(what: &'static str, at: usize, name: &str) -> Rejection {
+    Rejection::with(
+        Reason::Malformed,
+        format!(
+            "{what} is not valid JSON: duplicate member {:?} at byte {at}",
+            truncate(name, 32)
+        ),
+    )
+}
+
+/// Sets `bit` in `seen`; whether it was clear before.
+fn first_time(seen: &mut u8, bit: u8) -> bool {
+    let fresh = *seen & bit == 0;
+    *seen |= bit;
+    fresh
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -311,16 +347,127 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// Reads only `iss` from an unverified payload, to choose the issuer whose keys
-/// verify it. Returns `None` when it cannot (the caller then rejects).
-pub fn peek_issuer(payload_b64: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IssOnly {
-        iss: Option<String>,
+/// The protected header members we read. `jku`, `x5u`, `jwk` and `x5c` are
+/// deliberately not read: keys only ever come from configuration, never from the
+/// token that is being checked.
+#[derive(Debug, Default)]
+struct Header<'h> {
+    alg: Option<Cow<'h, str>>,
+    kid: Option<Cow<'h, str>>,
+    cty: Option<Cow<'h, str>>,
+    /// `enc` or `zip` is present (whatever its value): a JWE.
+    enc_or_zip: bool,
+    /// `crit` is present, with this many elements.
+    crit: Option<usize>,
+    /// `b64` is present (whatever its value).
+    b64: bool,
+}
+
+/// Header members with a meaning here, as bits of a seen-set.
+#[derive(Clone, Copy)]
+enum HeaderMember {
+    Alg,
+    Kid,
+    Cty,
+    Enc,
+    Zip,
+    Crit,
+    B64,
+}
+
+impl HeaderMember {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "alg" => Self::Alg,
+            "kid" => Self::Kid,
+            "cty" => Self::Cty,
+            "enc" => Self::Enc,
+            "zip" => Self::Zip,
+            "crit" => Self::Crit,
+            "b64" => Self::B64,
+            _ => return None,
+        })
     }
-    let bytes = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
-    let text = check_json_object(&bytes, "payload").ok()?;
-    serde_json::from_str::<IssOnly>(text).ok()?.iss
+}
+
+/// Parses the header JSON. Every fault here, wrong member types included, is
+/// [`Reason::Malformed`]; the caller then checks what the members say.
+fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
+    let fault = malformed("header");
+    let mut sc = Scanner::new(text);
+    let mut h = Header::default();
+    let mut seen = 0u8;
+    let mut others = Names::new();
+    let wrong_type = |name: &str| {
+        Rejection::with(
+            Reason::Malformed,
+            format!("header `{name}` must be a string"),
+        )
+    };
+    sc.open_object().map_err(&fault)?;
+    let mut first = true;
+    while let Some(raw) = sc.next_member(&mut first) {
+        let name = sc.last_string(raw).decoded();
+        let member = HeaderMember::from_name(&name);
+        let fresh = match member {
+            Some(m) => first_time(&mut seen, 1 << m as u8),
+            None => others.insert(name.clone()),
+        };
+        if !fresh {
+            return Err(duplicate("header", sc.pos(), &name));
+        }
+        match member {
+            Some(m @ (HeaderMember::Alg | HeaderMember::Kid | HeaderMember::Cty)) => {
+                let Some(value) = sc.string_or_skip(1) else {
+                    return Err(sc.fault().map_or_else(|| wrong_type(&name), &fault));
+                };
+                let value = Some(sc.last_string(value).decoded());
+                match m {
+                    HeaderMember::Alg => h.alg = value,
+                    HeaderMember::Kid => h.kid = value,
+                    _ => h.cty = value,
+                }
+            }
+            Some(HeaderMember::Enc | HeaderMember::Zip) => {
+                h.enc_or_zip = true;
+                sc.skip(1);
+            }
+            Some(HeaderMember::B64) => {
+                h.b64 = true;
+                sc.skip(1);
+            }
+            Some(HeaderMember::Crit) => {
+                if !sc.open_array() {
+                    return Err(Rejection::new(
+                        Reason::Malformed,
+                        "header `crit` must be an array",
+                    ));
+                }
+                let (mut count, mut first) = (0, true);
+                while sc.fault().is_none() && sc.next_element(&mut first) {
+                    sc.skip(2);
+                    count += 1;
+                }
+                h.crit = Some(count);
+            }
+            None => sc.skip(1),
+        }
+        if sc.fault().is_some() {
+            break;
+        }
+    }
+    sc.finish().map_err(&fault)?;
+    Ok(h)
+}
+
+/// Reads only `iss` from an unverified payload, to choose the issuer whose keys
+/// verify it. Returns `None` when it cannot (the caller then rejects). The whole
+/// payload must still be strict JSON, without duplicate members.
+pub fn peek_issuer(payload_b64: &str) -> Option<String> {
+    let payload = decode_b64(payload_b64, "payload").ok()?;
+    read_claims(utf8(&payload, "payload").ok()?, Want::IssOnly)
+        .ok()?
+        .iss
 }
 
 /// The registered claims of a verified payload, with their types checked.
@@ -344,201 +491,163 @@ pub struct RegisteredClaims {
     pub sid: Option<String>,
 }
 
+/// Most `aud` values accepted.
+const MAX_AUDIENCES: usize = 64;
+
 /// Decodes and parses the payload of a token whose signature has been verified.
 /// Type errors (`exp` as a string) are [`Reason::InvalidClaim`]; syntax errors,
-/// duplicate keys and non-objects are [`Reason::Malformed`].
+/// duplicate members, nesting deeper than 32 levels and non-objects are
+/// [`Reason::Malformed`] (and win over a type error anywhere in the same payload).
+/// Returns the decoded payload too, allocated at its exact size.
 pub fn parse_claims(payload_b64: &str) -> Result<(RegisteredClaims, Vec<u8>), Rejection> {
     let payload = decode_b64(payload_b64, "payload")?;
-    let text = utf8_object(&payload, "payload")?;
-    let claims = serde_json::from_str::<ClaimsDoc>(text)
-        .map_err(|e| {
-            // Data errors are wrong claim types, except the two structural ones
-            // our visitors raise themselves.
-            let message = e.to_string();
-            let reason = if e.classify() == serde_json::error::Category::Data
-                && !message.starts_with("duplicate")
-                && !message.starts_with("JSON is nested")
-            {
-                Reason::InvalidClaim
-            } else {
-                Reason::Malformed
-            };
-            Rejection::with(reason, format!("payload: {e}"))
-        })?
-        .0;
+    let claims = read_claims(utf8(&payload, "payload")?, Want::All)?;
     Ok((claims, payload))
 }
 
-/// The payload object. A hand-written visitor so that a duplicated member — which
-/// different JSON parsers resolve differently — is an error for every key, not only
-/// the registered ones, and so that unregistered members are skipped unallocated.
-struct ClaimsDoc(RegisteredClaims);
+/// Which registered claims [`read_claims`] keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    All,
+    IssOnly,
+}
 
-impl<'de> Deserialize<'de> for ClaimsDoc {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ClaimsVisitor)
+/// Registered claims, as bits of a seen-set.
+#[derive(Clone, Copy)]
+enum Claim {
+    Iss,
+    Sub,
+    Jti,
+    Sid,
+    Aud,
+    Exp,
+    Nbf,
+    Iat,
+}
+
+impl Claim {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "iss" => Self::Iss,
+            "sub" => Self::Sub,
+            "jti" => Self::Jti,
+            "sid" => Self::Sid,
+            "aud" => Self::Aud,
+            "exp" => Self::Exp,
+            "nbf" => Self::Nbf,
+            "iat" => Self::Iat,
+            _ => return None,
+        })
     }
 }
 
-struct ClaimsVisitor;
-
-impl<'de> Visitor<'de> for ClaimsVisitor {
-    type Value = ClaimsDoc;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object of claims")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClaimsDoc, A::Error> {
-        let mut c = RegisteredClaims::default();
-        // Keys seen so far; small linear set (payloads have a handful of members).
-        let mut seen: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate member {:?}",
-                    truncate(&key, 32)
-                )));
-            }
-            match key.as_ref() {
-                "iss" => c.iss = Some(map.next_value::<String>()?),
-                "sub" => c.sub = Some(map.next_value::<String>()?),
-                "jti" => c.jti = Some(map.next_value::<String>()?),
-                "sid" => c.sid = Some(map.next_value::<String>()?),
-                "aud" => c.aud = map.next_value::<Audience>()?.0,
-                "exp" => c.exp = Some(map.next_value::<NumericDate>()?.0),
-                "nbf" => c.nbf = Some(map.next_value::<NumericDate>()?.0),
-                "iat" => c.iat = Some(map.next_value::<NumericDate>()?.0),
-                _ => map.next_value_seed(Skip(1))?,
-            }
-            seen.push(key);
+/// Scans a payload object, keeping the registered claims `want` names. A claim of
+/// the wrong type is remembered and reported only once the whole payload has scanned
+/// cleanly, so a syntax fault anywhere is always [`Reason::Malformed`].
+fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
+    let fault = malformed("payload");
+    let mut sc = Scanner::new(text);
+    let mut c = RegisteredClaims::default();
+    let mut invalid: Option<Rejection> = None;
+    let mut seen = 0u8;
+    let mut others = Names::new();
+    sc.open_object().map_err(&fault)?;
+    let mut first = true;
+    while let Some(raw) = sc.next_member(&mut first) {
+        let name = sc.last_string(raw).decoded();
+        let claim = Claim::from_name(&name);
+        let fresh = match claim {
+            Some(m) => first_time(&mut seen, 1 << m as u8),
+            None => others.insert(name.clone()),
+        };
+        if !fresh {
+            return Err(duplicate("payload", sc.pos(), &name));
         }
-        Ok(ClaimsDoc(c))
-    }
-}
-
-/// Skips an unregistered member's value without allocating, refusing nesting deeper
-/// than [`MAX_JSON_DEPTH`] (serde's `IgnoredAny` skips iteratively, without a limit).
-struct Skip(usize);
-
-impl<'de> de::DeserializeSeed<'de> for Skip {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Skip {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let depth = self.deeper()?;
-        while seq.next_element_seed(Skip(depth))?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let depth = self.deeper()?;
-        while map.next_key::<IgnoredAny>()?.is_some() {
-            map.next_value_seed(Skip(depth))?;
-        }
-        Ok(())
-    }
-}
-
-impl Skip {
-    fn deeper<E: de::Error>(&self) -> Result<usize, E> {
-        if self.0 >= MAX_JSON_DEPTH {
-            Err(E::custom(format_args!(
-                "JSON is nested deeper than {MAX_JSON_DEPTH} levels"
-            )))
-        } else {
-            Ok(self.0 + 1)
-        }
-    }
-}
-
-/// RFC 7519 NumericDate: a JSON number of seconds, possibly fractional.
-struct NumericDate(i64);
-
-impl<'de> Deserialize<'de> for NumericDate {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = NumericDate;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a NumericDate (number of seconds)")
+        let claim = match claim {
+            Some(Claim::Iss) => claim,
+            Some(_) if want == Want::All => claim,
+            _ => None,
+        };
+        let problem = match claim {
+            None => {
+                sc.skip(1);
+                None
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
-                Ok(NumericDate(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
-                i64::try_from(v)
-                    .map(NumericDate)
-                    .map_err(|_| E::custom("NumericDate out of range"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
-                // Bounds keep the cast exact; fractions of a second are dropped (floor).
-                if v.is_finite() && (-9.0e15..=9.0e15).contains(&v) {
-                    #[allow(clippy::cast_possible_truncation)]
-                    Ok(NumericDate(v.floor() as i64))
-                } else {
-                    Err(E::custom("NumericDate out of range"))
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `aud`: one string or an array of strings.
-struct Audience(Vec<String>);
-
-impl<'de> Deserialize<'de> for Audience {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Audience;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
-                Ok(Audience(vec![v.to_owned()]))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
-                let mut out = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    if out.len() == 64 {
-                        return Err(de::Error::custom("more than 64 audiences"));
+            Some(m @ (Claim::Iss | Claim::Sub | Claim::Jti | Claim::Sid)) => {
+                match sc.string_or_skip(1) {
+                    Some(s) => {
+                        let slot = match m {
+                            Claim::Iss => &mut c.iss,
+                            Claim::Sub => &mut c.sub,
+                            Claim::Jti => &mut c.jti,
+                            _ => &mut c.sid,
+                        };
+                        *slot = Some(sc.last_string(s).into_string());
+                        None
                     }
-                    out.push(s);
+                    None => Some("must be a string"),
                 }
-                Ok(Audience(out))
             }
+            Some(m @ (Claim::Exp | Claim::Nbf | Claim::Iat)) => match sc.number_or_skip(1) {
+                Some(n) => match n.numeric_date() {
+                    Ok(secs) => {
+                        let slot = match m {
+                            Claim::Exp => &mut c.exp,
+                            Claim::Nbf => &mut c.nbf,
+                            _ => &mut c.iat,
+                        };
+                        *slot = Some(secs);
+                        None
+                    }
+                    Err(why) => Some(why),
+                },
+                None => Some("must be a NumericDate (a number of seconds)"),
+            },
+            Some(Claim::Aud) => read_audience(&mut sc, &mut c.aud),
+        };
+        // A fault ends the scan; it wins over a wrong type (reported by `finish`).
+        if sc.fault().is_some() {
+            break;
         }
-        d.deserialize_any(V)
+        if let (Some(why), None) = (problem, &invalid) {
+            invalid = Some(Rejection::with(
+                Reason::InvalidClaim,
+                format!("payload: `{}` {why}", truncate(&name, 8)),
+            ));
+        }
     }
+    sc.finish().map_err(&fault)?;
+    match invalid {
+        Some(rejection) => Err(rejection),
+        None => Ok(c),
+    }
+}
+
+/// `aud`: one string, or an array of at most [`MAX_AUDIENCES`] strings. Returns what
+/// is wrong with its type, if anything; the value is scanned to its end regardless
+/// (a fault stays in the scanner).
+fn read_audience(sc: &mut Scanner<'_>, out: &mut Vec<String>) -> Option<&'static str> {
+    const WRONG: &str = "must be a string or an array of strings";
+    if !sc.open_array() {
+        return match sc.string_or_skip(1) {
+            Some(s) => {
+                *out = vec![sc.last_string(s).into_string()];
+                None
+            }
+            None => Some(WRONG),
+        };
+    }
+    let (mut problem, mut first) = (None, true);
+    while sc.fault().is_none() && sc.next_element(&mut first) {
+        match sc.string_or_skip(2) {
+            Some(_) if out.len() == MAX_AUDIENCES => {
+                problem = problem.or(Some("has more than 64 values"));
+            }
+            Some(s) => out.push(sc.last_string(s).into_string()),
+            None => problem = problem.or(Some(WRONG)),
+        }
+    }
+    problem
 }
 
 #[cfg(test)]

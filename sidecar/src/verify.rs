@@ -291,10 +291,16 @@ impl Verifier {
         now: i64,
     ) -> Result<Arc<VerifiedToken>, (Rejection, Option<Arc<VerifiedToken>>)> {
         let no_claims = |r: Rejection| (r, None);
-        let jws = jws::parse(token, self.max_token_bytes).map_err(no_claims)?;
+        // A match rather than `map_err(..)?`, which moved the (large) parsed token
+        // through one more `Result`.
+        let jws = match jws::parse(token, self.max_token_bytes) {
+            Ok(jws) => jws,
+            Err(r) => return Err(no_claims(r)),
+        };
 
-        let issuer = match &self.single {
-            Some(single) => Arc::clone(single),
+        // Borrowed: the one clone goes into the verified token.
+        let issuer: &Arc<IssuerPolicy> = match &self.single {
+            Some(single) => single,
             None => {
                 let iss = jws::peek_issuer(jws.payload_b64).ok_or_else(|| {
                     no_claims(Rejection::new(
@@ -302,7 +308,7 @@ impl Verifier {
                         "cannot read `iss` to choose the issuer's keys",
                     ))
                 })?;
-                self.issuers.get(&iss).cloned().ok_or_else(|| {
+                self.issuers.get(&iss).ok_or_else(|| {
                     no_claims(Rejection::new(
                         Reason::IssuerUnknown,
                         "the token's issuer is not configured",
@@ -356,14 +362,14 @@ impl Verifier {
         // Only now is the payload read.
         let (claims, payload) = jws::parse_claims(jws.payload_b64).map_err(no_claims)?;
         let verified = Arc::new(VerifiedToken {
-            issuer: Arc::clone(&issuer),
+            issuer: Arc::clone(issuer),
             alg: jws.alg,
             kid: jws.kid,
             claims,
             payload: payload.into_boxed_slice(),
             key,
         });
-        match check_claims(&issuer, &verified.claims, now) {
+        match check_claims(issuer, &verified.claims, now) {
             Ok(()) => Ok(verified),
             Err(r) => Err((r, Some(verified))),
         }
