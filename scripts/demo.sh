@@ -88,7 +88,9 @@ verdicts() {
     token=$ALICE; [ "$who" = bob ] && token=$BOB
     line="    $who:"
     for i in 1 2 3; do
-      v=$(client verify --socket "$DEMO_DIR/web-$i.sock" "$token" | head -n 1 | awk '{print $1" "$2}')
+      # awk reads the whole answer: `head` would close the pipe early, and the client's
+      # next write would fail with a broken pipe (the demo runs with pipefail).
+      v=$(client verify --socket "$DEMO_DIR/web-$i.sock" "$token" | awk 'NR == 1 {print $1" "$2}')
       line="$line  web-$i ${v/reason=/}"
     done
     echo "$line"

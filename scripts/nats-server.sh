@@ -41,7 +41,7 @@ fail() {
 recent_enough() {
     local out version major minor
     out="$("$1" --version 2>/dev/null)" || return 1
-    version="$(grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' <<<"$out" | head -n 1)" || return 1
+    version="$(grep -m 1 -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' <<<"$out" | awk 'NR == 1')" || return 1
     [[ -n "$version" ]] || return 1
     major="${version%%.*}"
     minor="${version#*.}"
@@ -68,7 +68,7 @@ if ON_PATH="$(command -v nats-server 2>/dev/null)"; then
         absolute "$ON_PATH"
         exit 0
     fi
-    echo "nats-server.sh: skipping $ON_PATH ($("$ON_PATH" --version 2>&1 | head -n 1)): need >= $MIN_MAJOR.$MIN_MINOR" >&2
+    echo "nats-server.sh: skipping $ON_PATH ($("$ON_PATH" --version 2>&1 | awk 'NR == 1')): need >= $MIN_MAJOR.$MIN_MINOR" >&2
 fi
 
 # 3. The repository's virtualenv.
