@@ -123,38 +123,27 @@ pub async fn create(
     let max_age = info.config.max_age;
     let store = open_or_create_bucket(js, bucket, info.config.num_replicas).await?;
 
-    let mut previous_refused = None;
+    // The stored snapshot to start from, unless `--full` or it cannot be used.
     let previous = if full {
-        None
+        Ok(None)
     } else {
         match fetch(&store, bucket).await {
-            Ok(Some(object)) => match usable(&object, trusted, stream_name, info) {
-                Ok((manifest, events)) => Some((manifest.covered_sequence, events)),
-                Err(e) => {
-                    previous_refused = Some(e.to_string());
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                previous_refused = Some(e.to_string());
-                None
-            }
+            Ok(Some(object)) => usable(&object, trusted, stream_name, info)
+                .map(|(manifest, events)| Some((manifest.covered_sequence, events)))
+                .map_err(|e| e.to_string()),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
     };
-    let (start, carried) = match previous {
-        Some((covered, events)) => (Start::After(covered), Some((covered, events))),
-        None => (Start::All, None),
+    let (previous_refused, (previous, carried_events)) = match previous {
+        Ok(Some((covered, events))) => (None, (Some(covered), events)),
+        Ok(None) => (None, (None, Vec::new())),
+        Err(why) => (Some(why), (None, Vec::new())),
     };
+    let start = previous.map_or(Start::All, Start::After);
     let replay = replay::read(js, stream_name, start, Some(trusted), idle).await?;
     let read = replay.events.len();
-    let covered = replay
-        .last_sequence
-        .max(carried.as_ref().map_or(0, |c| c.0));
-    let (previous, carried_events) = match carried {
-        Some((c, events)) => (Some(c), events),
-        None => (None, Vec::new()),
-    };
+    let covered = replay.last_sequence.max(previous.unwrap_or(0));
     let total = carried_events.len() + read;
     let events = compose(
         carried_events,

@@ -50,23 +50,8 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
 
 /// VmRSS and VmHWM of the sidecar process, MiB.
 fn memory_mib(sidecar: &Sidecar) -> anyhow::Result<(f64, f64)> {
-    let pid = sidecar
-        .pid()
-        .ok_or_else(|| anyhow::anyhow!("sidecar {} is not running", sidecar.name()))?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<f64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/{pid}/status"))?;
-        let kib: f64 = line
-            .split_whitespace()
-            .nth(1)
-            .ok_or_else(|| anyhow::anyhow!("bad {name} line"))?
-            .parse()?;
-        Ok(kib / 1024.0)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    let mib = |field| Ok::<_, anyhow::Error>(sidecar.memory_kib(field)? as f64 / 1024.0);
+    Ok((mib("VmRSS")?, mib("VmHWM")?))
 }
 
 struct Start {
@@ -228,16 +213,15 @@ async fn snapshot_runs(
 }
 
 fn main() -> anyhow::Result<()> {
-    let sizes = env_list("COLD_START_SIZES", &[100_000, 1_000_000]);
-    let runs = env_list("COLD_START_RUNS", &[3])[0].max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    println!(
-        "| live revocations | replay: ready | snapshot: ready (median of {runs}) | ratio | RSS ready | peak RSS | RSS settled | snapshot create |"
-    );
-    for size in sizes {
-        runtime.block_on(run_size(size, runs))?;
-    }
-    Ok(())
+    denylist_tests::bench::main(|| async {
+        let sizes = env_list("COLD_START_SIZES", &[100_000, 1_000_000]);
+        let runs = env_list("COLD_START_RUNS", &[3])[0].max(1);
+        println!(
+            "| live revocations | replay: ready | snapshot: ready (median of {runs}) | ratio | RSS ready | peak RSS | RSS settled | snapshot create |"
+        );
+        for size in sizes {
+            run_size(size, runs).await?;
+        }
+        Ok(())
+    })
 }

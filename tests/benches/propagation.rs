@@ -95,13 +95,5 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo test --benches` runs bench binaries without `--bench`: stay quick there.
-    if !std::env::args().any(|a| a == "--bench") {
-        return Ok(());
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run())
+    denylist_tests::bench::main(run)
 }

@@ -431,20 +431,6 @@ struct Sample {
     heap: Option<(f64, f64)>,
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS line")?;
-    Ok(line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?)
-}
-
 /// `GET /metrics` on the admin listener (HTTP/1.0: the server closes when done).
 async fn metrics(admin: SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -469,7 +455,7 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-async fn sample(sidecar: &Sidecar, pid: u32, admin: SocketAddr, origin: Instant) -> Sample {
+async fn sample(sidecar: &Sidecar, admin: SocketAddr, origin: Instant) -> Sample {
     let status = sidecar.status().await.ok();
     let heap = metrics(admin).await.ok().and_then(|text| {
         Some((
@@ -479,7 +465,7 @@ async fn sample(sidecar: &Sidecar, pid: u32, admin: SocketAddr, origin: Instant)
     });
     Sample {
         t: origin.elapsed().as_secs_f64(),
-        rss_kib: rss_kib(pid).unwrap_or(0),
+        rss_kib: sidecar.memory_kib("VmRSS").unwrap_or(0),
         entries: status.as_ref().map_or(0, |s| s.entries),
         heap,
     }
@@ -488,7 +474,6 @@ async fn sample(sidecar: &Sidecar, pid: u32, admin: SocketAddr, origin: Instant)
 /// Samples every second until `stop`.
 async fn sampler(
     fleet: Arc<Fleet>,
-    pid: u32,
     admin: SocketAddr,
     origin: Instant,
     stop: Arc<AtomicBool>,
@@ -498,7 +483,7 @@ async fn sampler(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.load(Ordering::Acquire) {
         ticker.tick().await;
-        samples.push(sample(&fleet.sidecars[0], pid, admin, origin).await);
+        samples.push(sample(&fleet.sidecars[0], admin, origin).await);
     }
     samples
 }
@@ -583,7 +568,8 @@ async fn run() -> anyhow::Result<()> {
         .await?,
     );
     let sidecar = &fleet.sidecars[0];
-    let pid = sidecar.pid().context("the sidecar is not running")?;
+    // Fails now, not in the sampler, if /proc cannot be read.
+    sidecar.memory_kib("VmRSS")?;
     let admin = sidecar.admin_addr().context("no admin listener")?;
 
     let issuer = fleet.issuer.clone();
@@ -628,7 +614,6 @@ async fn run() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let sampling = tokio::spawn(sampler(
         Arc::clone(&fleet),
-        pid,
         admin,
         origin,
         Arc::clone(&stop),
@@ -852,13 +837,5 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo test --benches` runs bench binaries without `--bench`: stay quick there.
-    if !std::env::args().any(|a| a == "--bench") {
-        return Ok(());
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run())
+    denylist_tests::bench::main(run)
 }

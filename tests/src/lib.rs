@@ -16,6 +16,7 @@
 //!
 //! The tests themselves are one binary, `tests/e2e.rs`; see the crate README.
 
+pub mod bench;
 pub mod binaries;
 pub mod cli;
 pub mod events;

@@ -339,6 +339,20 @@ impl Sidecar {
         }
     }
 
+    /// A `/proc/<pid>/status` memory figure of the running process, KiB: `"VmRSS"`
+    /// (resident now) or `"VmHWM"` (peak resident).
+    pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("sidecar {} is not running", self.name))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+        Ok(value.trim().trim_end_matches("kB").trim().parse()?)
+    }
+
     /// The exit status, if the process has exited.
     pub fn exited(&self) -> Option<ExitStatus> {
         self.child
