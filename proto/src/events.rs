@@ -8,6 +8,10 @@
 use crate::pb;
 use serde::Deserialize;
 
+mod borrowed;
+
+pub use borrowed::{ActionRef, EventRef, RevokeRef, Targets, TargetsIter};
+
 /// Longest accepted event id (it doubles as the `Nats-Msg-Id` header).
 pub const MAX_EVENT_ID_LEN: usize = 128;
 /// Longest accepted issuer, target, reason or actor string.
@@ -185,10 +189,12 @@ pub fn validate_event_id(field: &'static str, id: &str) -> Result<(), EventError
             format!("longer than {MAX_EVENT_ID_LEN} bytes"),
         ));
     }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-    {
+    // No early exit: a fold over the bytes compiles to vector code, and a snapshot
+    // checks a million ids.
+    let allowed = id.bytes().fold(true, |ok, b| {
+        ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_') | (b == b'.') | (b == b':'))
+    });
+    if !allowed {
         return Err(EventError::invalid(
             field,
             "may hold only ASCII letters, digits and - _ . :",
@@ -209,7 +215,8 @@ fn validate_text(field: &'static str, s: &str, required: bool) -> Result<(), Eve
     }
     // Printable ASCII (nearly every reason and target) needs no decoding; the rest is
     // checked char by char (C0, DEL and C1 controls).
-    let printable_ascii = s.bytes().all(|b| (0x20..0x7f).contains(&b));
+    // (A fold without early exit: vector code, as in `validate_event_id`.)
+    let printable_ascii = s.bytes().fold(true, |ok, b| ok & (0x20..0x7f).contains(&b));
     if !printable_ascii && s.chars().any(char::is_control) {
         return Err(EventError::invalid(field, "contains control characters"));
     }
@@ -217,67 +224,10 @@ fn validate_text(field: &'static str, s: &str, required: bool) -> Result<(), Eve
 }
 
 impl Event {
-    /// Validates an event assembled in memory (all constructors end here).
+    /// Validates an event assembled in memory (all constructors end here). The rules
+    /// are [`EventRef::validate`]'s: one check for owned and borrowed events.
     pub fn validate(&self) -> Result<(), EventError> {
-        validate_event_id("event_id", &self.event_id)?;
-        validate_text("reason", &self.reason, false)?;
-        validate_text("actor", &self.actor, false)?;
-        if self.created_at_ms < 0 {
-            return Err(EventError::invalid("created_at_ms", "must not be negative"));
-        }
-        match &self.action {
-            Action::Lift { event_ids } => {
-                if event_ids.is_empty() {
-                    return Err(EventError::invalid(
-                        "targets",
-                        "a lift names at least one event id",
-                    ));
-                }
-                if event_ids.len() > MAX_TARGETS {
-                    return Err(EventError::invalid(
-                        "targets",
-                        format!("more than {MAX_TARGETS}"),
-                    ));
-                }
-                for id in event_ids {
-                    validate_event_id("targets", id)?;
-                }
-            }
-            Action::Revoke(r) => {
-                validate_text("issuer", &r.issuer, true)?;
-                if r.cutoff < 0 {
-                    return Err(EventError::invalid("cutoff", "must not be negative"));
-                }
-                if matches!(r.expires_at, Some(e) if e <= 0) {
-                    return Err(EventError::invalid("expires_at", "must be positive"));
-                }
-                if r.kind == RuleKind::Issuer {
-                    if !r.targets.is_empty() {
-                        return Err(EventError::invalid(
-                            "targets",
-                            "an issuer revocation takes no targets",
-                        ));
-                    }
-                } else {
-                    if r.targets.is_empty() {
-                        return Err(EventError::invalid(
-                            "targets",
-                            format!("a {} revocation names at least one target", r.kind),
-                        ));
-                    }
-                    if r.targets.len() > MAX_TARGETS {
-                        return Err(EventError::invalid(
-                            "targets",
-                            format!("more than {MAX_TARGETS}"),
-                        ));
-                    }
-                    for t in &r.targets {
-                        validate_text("targets", t, true)?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.view().validate()
     }
 
     /// Decodes and validates an event from its protobuf form. A zero `cutoff` on a

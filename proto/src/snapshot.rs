@@ -17,7 +17,7 @@ use aws_lc_rs::digest::{SHA256, digest};
 use prost::Message as _;
 
 use crate::envelope::{EnvelopeError, SigningKey, TrustedKeys};
-use crate::events::{Event, EventError};
+use crate::events::{Event, EventError, EventRef};
 use crate::pb;
 
 /// The bytes a snapshot signature covers come after this prefix.
@@ -197,19 +197,117 @@ impl<'a> Opened<'a> {
     /// error if the body holds a different number of events than the manifest says.
     pub fn events(&self) -> Events<'a> {
         Events {
-            rest: self.body,
-            index: 0,
+            framed: Framed::new(self.body, 0),
             expected: self.manifest.event_count,
             done: false,
         }
+    }
+
+    /// The body cut into at most `parts` runs of consecutive events of about equal
+    /// size, in stream order, so that several threads can decode it. Reads only the
+    /// framing (no event is decoded), and checks it and the event count first.
+    pub fn split(&self, parts: usize) -> Result<Vec<Part<'a>>, SnapshotError> {
+        let target = self.body.len().div_ceil(parts.max(1)).max(1);
+        let mut split = Vec::with_capacity(parts);
+        let (mut rest, mut start, mut first, mut index) = (self.body, 0usize, 0u64, 0u64);
+        while !rest.is_empty() {
+            let len = prost::decode_length_delimiter(&mut rest)
+                .ok()
+                .filter(|&len| len <= rest.len())
+                .ok_or_else(|| SnapshotError::Event {
+                    index,
+                    source: EventError::Decode("event length out of bounds".to_owned()),
+                })?;
+            rest = &rest[len..];
+            index += 1;
+            let end = self.body.len() - rest.len();
+            if end - start >= target || rest.is_empty() {
+                split.push(Part {
+                    first,
+                    bytes: &self.body[start..end],
+                });
+                (start, first) = (end, index);
+            }
+        }
+        if index != self.manifest.event_count {
+            return Err(count_mismatch(index, self.manifest.event_count));
+        }
+        Ok(split)
+    }
+}
+
+fn count_mismatch(found: u64, expected: u64) -> SnapshotError {
+    SnapshotError::Body(format!("{found} events, the manifest says {expected}"))
+}
+
+/// Consecutive events of a snapshot body; see [`Opened::split`].
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// Index of the first event in the body.
+    first: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    /// The events, decoded and validated without copying, in stream order; reading
+    /// stops at the first invalid one.
+    pub fn events(&self) -> Framed<'a> {
+        Framed::new(self.bytes, self.first)
+    }
+}
+
+/// Length-delimited events decoded as [`EventRef`]s; see [`Part::events`].
+#[derive(Debug)]
+pub struct Framed<'a> {
+    rest: &'a [u8],
+    index: u64,
+}
+
+impl<'a> Framed<'a> {
+    fn new(bytes: &'a [u8], first: u64) -> Self {
+        Self {
+            rest: bytes,
+            index: first,
+        }
+    }
+
+    fn decode(&mut self) -> Result<EventRef<'a>, EventError> {
+        let len = prost::decode_length_delimiter(&mut self.rest)
+            .map_err(|e| EventError::Decode(e.to_string()))?;
+        if len > self.rest.len() {
+            return Err(EventError::Decode(format!(
+                "event of {len} bytes, {} left",
+                self.rest.len()
+            )));
+        }
+        let (message, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        EventRef::decode(message)
+    }
+}
+
+impl<'a> Iterator for Framed<'a> {
+    type Item = Result<EventRef<'a>, SnapshotError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let index = self.index;
+        self.index += 1;
+        let decoded = self.decode();
+        if decoded.is_err() {
+            // The framing may be lost: stop rather than read garbage as events.
+            self.rest = &[];
+        }
+        Some(decoded.map_err(|source| SnapshotError::Event { index, source }))
     }
 }
 
 /// Iterator over a snapshot's events; see [`Opened::events`].
 #[derive(Debug)]
 pub struct Events<'a> {
-    rest: &'a [u8],
-    index: u64,
+    framed: Framed<'a>,
     expected: u64,
     done: bool,
 }
@@ -221,26 +319,18 @@ impl Iterator for Events<'_> {
         if self.done {
             return None;
         }
-        if self.rest.is_empty() {
-            self.done = true;
-            return (self.index != self.expected).then(|| {
-                Err(SnapshotError::Body(format!(
-                    "{} events, the manifest says {}",
-                    self.index, self.expected
-                )))
-            });
+        match self.framed.next() {
+            Some(Ok(event)) => Some(Ok(event.to_event())),
+            Some(Err(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            None => {
+                self.done = true;
+                (self.framed.index != self.expected)
+                    .then(|| Err(count_mismatch(self.framed.index, self.expected)))
+            }
         }
-        let index = self.index;
-        self.index += 1;
-        let decoded = pb::RevocationEvent::decode_length_delimited(&mut self.rest)
-            .map_err(|e| EventError::Decode(e.to_string()))
-            .and_then(Event::from_proto)
-            .map_err(|source| SnapshotError::Event { index, source });
-        if decoded.is_err() {
-            // The framing may be lost: stop rather than read garbage as events.
-            self.done = true;
-        }
-        Some(decoded)
     }
 }
 

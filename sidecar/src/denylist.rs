@@ -76,9 +76,10 @@
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -87,7 +88,7 @@ use parking_lot::Mutex;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::clock::SharedClock;
-use crate::events::{Action, Event, Revoke, RuleKind};
+use crate::events::{ActionRef, Event, EventRef, RevokeRef, RuleKind, Targets};
 
 pub use crate::events::EXPIRY_GRACE_SECS;
 
@@ -260,15 +261,16 @@ impl Denylist {
     /// changes nothing. A revocation already past its expiry adds nothing; lifting an
     /// unknown event id is a no-op. Visible to readers when this returns.
     pub fn apply(&self, event: &Event) -> Applied {
-        let applied = match &event.action {
-            Action::Revoke(revoke) => self.apply_revoke(event, revoke),
-            Action::Lift { event_ids } => self.apply_lift(event, event_ids),
+        let event = event.view();
+        let applied = match event.action {
+            ActionRef::Revoke(revoke) => self.apply_revoke(&event, &revoke),
+            ActionRef::Lift { event_ids } => self.apply_lift(&event, event_ids),
         };
         tracing::debug!(event_id = %event.event_id, ?applied, "denylist event applied");
         applied
     }
 
-    fn apply_revoke(&self, event: &Event, revoke: &Revoke) -> Applied {
+    fn apply_revoke(&self, event: &EventRef<'_>, revoke: &RevokeRef<'_>) -> Applied {
         let now = self.clock.now_secs();
         let drop_at = self.drop_at(event, revoke, now);
         if now >= drop_at {
@@ -277,13 +279,15 @@ impl Denylist {
         // Hash outside the lock: a 10 000-target event takes a few hundred µs.
         let fps = self.rule_fingerprints(revoke);
         let mut writer = self.writer.lock();
-        if writer.knows(&event.event_id) {
+        if writer.knows(event.event_id) {
             return Applied {
                 duplicate: true,
                 ..Applied::default()
             };
         }
-        let meta = writer.record(event, revoke, drop_at, fps.len());
+        let provenance = writer.provenance(event.reason, event.actor);
+        let meta = event_meta(event, revoke, drop_at, fps.len(), provenance);
+        writer.insert(Arc::clone(&meta));
         let run = Run {
             rules: fps.iter().map(|&fp| (fp, Arc::clone(&meta))).collect(),
             kinds: kind_bit(revoke.kind),
@@ -298,15 +302,15 @@ impl Denylist {
         }
     }
 
-    fn apply_lift(&self, event: &Event, event_ids: &[String]) -> Applied {
+    fn apply_lift(&self, event: &EventRef<'_>, event_ids: Targets<'_>) -> Applied {
         let mut writer = self.writer.lock();
-        if writer.knows(&event.event_id) {
+        if writer.knows(event.event_id) {
             return Applied {
                 duplicate: true,
                 ..Applied::default()
             };
         }
-        let lifted = writer.lift(&event.event_id, event_ids);
+        let lifted = writer.lift(event.event_id, event_ids);
         self.writer_bytes
             .store(writer.heap_bytes(), Ordering::Relaxed);
         Applied {
@@ -320,63 +324,57 @@ impl Denylist {
     /// applied in order with the same rules as [`Denylist::apply`]; events applied
     /// concurrently with a replacement are part of the old content and are lost.
     pub fn replace_all(&self, events: &[Event]) -> Applied {
-        let events = events.iter().map(Ok::<_, std::convert::Infallible>);
-        match self.try_replace_all(events, 0) {
-            Ok(applied) => applied,
-        }
+        let expected = events.len();
+        let events = events.iter().map(|e| Ok::<_, Infallible>(e.view()));
+        let Ok(applied) = self.try_replace_all(vec![events], expected);
+        applied
     }
 
-    /// [`Denylist::replace_all`] from events decoded one at a time (a snapshot being
-    /// loaded): the first error stops the replacement and the content stays as it was,
-    /// so a bad snapshot never leaves a partial set in force. `expected_events` sizes
-    /// the tables up front (a hint; 0 when unknown).
-    pub fn try_replace_all<E, Ev: Borrow<Event>>(
+    /// [`Denylist::replace_all`] from events decoded as they are read (a snapshot being
+    /// loaded), given as consecutive `parts` of the event sequence, in order. Each
+    /// part is decoded, fingerprinted and sorted on a thread of its own (the calling
+    /// thread when there is one part); only the bookkeeping of event ids runs on one
+    /// thread, in event order, so the result is the same as applying the events one
+    /// by one. The first error (in event order) stops the replacement and the content
+    /// stays as it was, so a bad snapshot never leaves a partial set in force.
+    /// `expected_events` sizes the tables up front (a hint; 0 when unknown).
+    pub fn try_replace_all<'a, E, P>(
         &self,
-        events: impl IntoIterator<Item = Result<Ev, E>>,
+        parts: Vec<P>,
         expected_events: usize,
-    ) -> Result<Applied, E> {
+    ) -> Result<Applied, E>
+    where
+        E: Send,
+        P: IntoIterator<Item = Result<EventRef<'a>, E>> + Send,
+    {
         let _maintenance = self.maintenance.lock();
         let started = Instant::now();
         let now = self.clock.now_secs();
         let mut fresh = Writer::default();
-        // Bounded: the hint comes from a signed manifest, but a wrong one must not
-        // reserve gigabytes.
-        let expected_events = expected_events.min(16 << 20);
-        fresh.events.reserve(expected_events);
-        let mut rules: Vec<(Fp, Arc<EventMeta>)> = Vec::with_capacity(expected_events);
-        let mut applied = Applied::default();
-        let mut count = 0usize;
-        for event in events {
-            let event = event?;
-            let event = event.borrow();
-            count += 1;
-            if fresh.knows(&event.event_id) {
-                applied.duplicate = true;
-                continue;
-            }
-            match &event.action {
-                Action::Revoke(revoke) => {
-                    let drop_at = self.drop_at(event, revoke, now);
-                    if now >= drop_at {
-                        continue;
-                    }
-                    let fps = self.rule_fingerprints(revoke);
-                    let meta = fresh.record(event, revoke, drop_at, fps.len());
-                    applied.added += fps.len();
-                    rules.extend(fps.into_iter().map(|fp| (fp, Arc::clone(&meta))));
-                }
-                Action::Lift { event_ids } => {
-                    applied.lifted += fresh.lift(&event.event_id, event_ids);
-                }
-            }
-        }
-        rules.sort_unstable_by_key(|rule| rule.0);
-        let runs = [Arc::new(Run {
-            kinds: rules.iter().fold(0, |k, r| k | kind_bit(r.1.kind)),
-            rules: rules.into_boxed_slice(),
-        })];
-        let (base, _outcome) = self.build_base(&Base::empty(), &runs, now);
+        let prepared = self.prepare_parts(parts, &fresh.provenance_hasher, now)?;
+        fresh.events.reserve(events_len_hint(expected_events));
+        let total_rules = prepared.iter().map(|p| p.rules.len()).sum();
+        let (applied, base) = std::thread::scope(|scope| {
+            // The Bloom filter (random writes, the slow part of a base at a million
+            // rules) is built beside the bookkeeping, from every prepared rule: those
+            // of duplicate or lifted events dropped below only make it say "maybe" a
+            // little more often, which the exact lookup settles.
+            let bloom = scope.spawn(|| {
+                let fps = prepared
+                    .iter()
+                    .flat_map(|p| p.rules.iter().map(|rule| &rule.0));
+                self.build_bloom(fps, total_rules)
+            });
+            let (applied, metas, remaps) = fresh.record_prepared(&prepared);
+            let (fps, meta_of, metas, kinds) = merge_prepared(&prepared, &remaps, metas, now);
+            let bloom = bloom
+                .join()
+                .expect("building a Bloom filter does not panic");
+            (applied, Base::new(fps, meta_of, metas, kinds, bloom))
+        });
         let base = Arc::new(base);
+        let count: usize = prepared.iter().map(|p| p.events.len()).sum();
+        drop(prepared);
         let old_base = {
             let mut writer = self.writer.lock();
             let old_base = Arc::clone(&self.current.load().base);
@@ -397,6 +395,111 @@ impl Denylist {
             "denylist replaced"
         );
         Ok(applied)
+    }
+
+    /// The first, parallel step of [`Denylist::try_replace_all`]: each part decoded,
+    /// its revocations fingerprinted and their metadata built, its rules sorted.
+    fn prepare_parts<'a, E, P>(
+        &self,
+        parts: Vec<P>,
+        hasher: &FastState,
+        now: i64,
+    ) -> Result<Vec<PreparedPart<'a>>, E>
+    where
+        E: Send,
+        P: IntoIterator<Item = Result<EventRef<'a>, E>> + Send,
+    {
+        // The lowest index of a part that failed: later parts may stop early, earlier
+        // ones must go on, as one of them may hold an earlier error.
+        let failed = AtomicUsize::new(usize::MAX);
+        let prepare = |(index, part): (usize, P)| {
+            let prepared =
+                self.prepare_part(part, hasher, now, || failed.load(Ordering::Relaxed) < index);
+            if prepared.is_err() {
+                failed.fetch_min(index, Ordering::Relaxed);
+            }
+            prepared
+        };
+        let results: Vec<Result<PreparedPart<'a>, Option<E>>> = if parts.len() == 1 {
+            parts.into_iter().enumerate().map(prepare).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|part| scope.spawn(|| prepare(part)))
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| t.join().expect("preparing events does not panic"))
+                    .collect()
+            })
+        };
+        let mut prepared = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(part) => prepared.push(part),
+                // The earliest part with an error of its own holds the first error in
+                // event order; a part that stopped because an earlier one failed has
+                // none (`None`).
+                Err(Some(e)) => return Err(e),
+                Err(None) => {}
+            }
+        }
+        Ok(prepared)
+    }
+
+    fn prepare_part<'a, E>(
+        &self,
+        events: impl IntoIterator<Item = Result<EventRef<'a>, E>>,
+        hasher: &FastState,
+        now: i64,
+        stop: impl Fn() -> bool,
+    ) -> Result<PreparedPart<'a>, Option<E>> {
+        let mut part = PreparedPart::default();
+        let mut provenances: FastMap<u64, Arc<Provenance>> = FastMap::default();
+        for event in events {
+            if stop() {
+                return Err(None);
+            }
+            let event = event.map_err(Some)?;
+            let local = index_u32(part.events.len());
+            let what = match event.action {
+                ActionRef::Revoke(revoke) => {
+                    let drop_at = self.drop_at(&event, &revoke, now);
+                    if now >= drop_at {
+                        Prepared::Expired
+                    } else {
+                        let start = part.rules.len();
+                        self.push_rules(&revoke, local, &mut part.rules);
+                        let rules = part.rules.len() - start;
+                        let key = hasher.hash_one((event.reason, event.actor));
+                        let provenance = provenances
+                            .entry(key)
+                            .or_insert_with(|| Provenance::new(event.reason, event.actor));
+                        // A hash collision (2^-64) only costs sharing.
+                        let provenance = if *provenance.reason == *event.reason
+                            && *provenance.actor == *event.actor
+                        {
+                            Arc::clone(provenance)
+                        } else {
+                            Provenance::new(event.reason, event.actor)
+                        };
+                        Prepared::Revoke(event_meta(&event, &revoke, drop_at, rules, provenance))
+                    }
+                }
+                ActionRef::Lift { event_ids } => {
+                    part.lifts.push(event_ids);
+                    Prepared::Lift(index_u32(part.lifts.len() - 1))
+                }
+            };
+            part.events.push(PreparedEvent {
+                id: event.event_id,
+                what,
+            });
+        }
+        sort_rules(&mut part.rules);
+        Ok(part)
     }
 
     /// THE HOT PATH: the rule that revokes this token, if any. Never blocks, never
@@ -588,37 +691,20 @@ impl Denylist {
             fps.push(rfp);
             meta_of.push(rmeta);
         }
-        // The Bloom filter (random writes, the slow part at a million rules) is built on
-        // a second thread while this one builds the bucket directory.
-        let (bloom, (directory, directory_bits)) = std::thread::scope(|scope| {
-            let bloom = scope.spawn(|| self.build_bloom(&fps));
-            let directory = Base::directory(&fps);
-            (
-                bloom
-                    .join()
-                    .expect("building a Bloom filter does not panic"),
-                directory,
-            )
-        });
-        (
-            Base {
-                fps: fps.into_boxed_slice(),
-                meta_of: meta_of.into_boxed_slice(),
-                metas: metas.into_boxed_slice(),
-                directory,
-                directory_bits,
-                bloom,
-                kinds,
-            },
-            outcome,
-        )
+        let bloom = self.build_bloom(fps.iter(), fps.len());
+        (Base::new(fps, meta_of, metas, kinds, bloom), outcome)
     }
 
-    fn build_bloom(&self, fps: &[Fp]) -> Option<Bloom<Fp>> {
-        if fps.is_empty() {
+    /// A Bloom filter of `count` fingerprints; `None` when there are none.
+    fn build_bloom<'f>(
+        &self,
+        fps: impl Iterator<Item = &'f Fp>,
+        count: usize,
+    ) -> Option<Bloom<Fp>> {
+        if count == 0 {
             return None;
         }
-        let items = fps.len().max(self.expected_entries);
+        let items = count.max(self.expected_entries);
         let mut bloom =
             Bloom::new_for_fp_rate_with_seed(items, self.bloom_fp_rate, &self.bloom_seed)
                 .expect("Bloom parameters are clamped to valid values");
@@ -629,7 +715,7 @@ impl Denylist {
     }
 
     /// Unix seconds from which the event's rules stop matching (grace included).
-    fn drop_at(&self, event: &Event, revoke: &Revoke, now: i64) -> i64 {
+    fn drop_at(&self, event: &EventRef<'_>, revoke: &RevokeRef<'_>, now: i64) -> i64 {
         // An event without a creation time is treated as created now: later than the
         // truth, so the rule is kept longer, never shorter.
         let created = if event.created_at_ms > 0 {
@@ -639,7 +725,7 @@ impl Denylist {
         };
         let lifetime = self
             .max_lifetimes
-            .get(&revoke.issuer)
+            .get(revoke.issuer)
             .copied()
             .unwrap_or(self.default_max_lifetime);
         let expiry = match (revoke.expires_at, revoke.kind) {
@@ -652,19 +738,50 @@ impl Denylist {
     }
 
     /// The sorted, de-duplicated fingerprints of a revocation's rules.
-    fn rule_fingerprints(&self, revoke: &Revoke) -> Vec<Fp> {
+    fn rule_fingerprints(&self, revoke: &RevokeRef<'_>) -> Vec<Fp> {
         let mut fps: Vec<Fp> = if revoke.kind == RuleKind::Issuer {
-            vec![self.fingerprints.of(RuleKind::Issuer, &revoke.issuer, "")]
+            vec![self.fingerprints.of(RuleKind::Issuer, revoke.issuer, "")]
         } else {
             revoke
                 .targets
                 .iter()
-                .map(|t| self.fingerprints.of(revoke.kind, &revoke.issuer, t))
+                .map(|t| self.fingerprints.of(revoke.kind, revoke.issuer, t))
                 .collect()
         };
         fps.sort_unstable();
         fps.dedup();
         fps
+    }
+
+    /// Appends the rules of a revocation (its de-duplicated fingerprints, each with
+    /// `event`) to `rules`, allocating nothing for the common single target.
+    fn push_rules(&self, revoke: &RevokeRef<'_>, event: u32, rules: &mut Vec<(Fp, u32)>) {
+        if revoke.kind == RuleKind::Issuer {
+            rules.push((
+                self.fingerprints.of(RuleKind::Issuer, revoke.issuer, ""),
+                event,
+            ));
+            return;
+        }
+        let start = rules.len();
+        rules.extend(
+            revoke
+                .targets
+                .iter()
+                .map(|t| (self.fingerprints.of(revoke.kind, revoke.issuer, t), event)),
+        );
+        if rules.len() - start > 1 {
+            rules[start..].sort_unstable_by_key(|rule| rule.0);
+            // De-duplicate the tail in place: `Vec::dedup` works on the whole vector.
+            let mut kept = start + 1;
+            for i in start + 1..rules.len() {
+                if rules[i].0 != rules[kept - 1].0 {
+                    rules[kept] = rules[i];
+                    kept += 1;
+                }
+            }
+            rules.truncate(kept);
+        }
     }
 
     /// Test hook: sets every bit of the current Bloom filter, so every lookup passes
@@ -772,6 +889,154 @@ struct Provenance {
     actor: Arc<str>,
 }
 
+impl Provenance {
+    fn new(reason: &str, actor: &str) -> Arc<Self> {
+        Arc::new(Self {
+            reason: Arc::from(reason),
+            actor: Arc::from(actor),
+        })
+    }
+}
+
+/// The shared metadata of a revocation event's rules.
+fn event_meta(
+    event: &EventRef<'_>,
+    revoke: &RevokeRef<'_>,
+    drop_at: i64,
+    rules: usize,
+    provenance: Arc<Provenance>,
+) -> Arc<EventMeta> {
+    Arc::new(EventMeta {
+        event_id: Box::from(event.event_id),
+        provenance,
+        cutoff: revoke.cutoff,
+        created_at_ms: event.created_at_ms,
+        drop_at,
+        rules: u32::try_from(rules).unwrap_or(u32::MAX),
+        kind: revoke.kind,
+        lifted: AtomicBool::new(false),
+    })
+}
+
+/// A part of a replacement's events, prepared off the writer; see
+/// [`Denylist::try_replace_all`].
+#[derive(Default)]
+struct PreparedPart<'a> {
+    events: Vec<PreparedEvent<'a>>,
+    /// The part's rules, sorted by fingerprint, each with its index in `events`.
+    rules: Vec<(Fp, u32)>,
+    /// Targets of the part's lifts (kept aside: `PreparedEvent` stays small).
+    lifts: Vec<Targets<'a>>,
+}
+
+struct PreparedEvent<'a> {
+    id: &'a str,
+    what: Prepared,
+}
+
+enum Prepared {
+    Revoke(Arc<EventMeta>),
+    /// A revocation already past its drop time: adds nothing.
+    Expired,
+    /// Index in the part's `lifts`.
+    Lift(u32),
+}
+
+/// The last step of [`Denylist::try_replace_all`]: the prepared parts' sorted rules
+/// merged into the sorted fingerprints of a base, their metadata indices, the metadata
+/// and the kinds present, without the rules of duplicate, lifted or expired events.
+fn merge_prepared(
+    prepared: &[PreparedPart<'_>],
+    remaps: &[Vec<u32>],
+    metas: Vec<Arc<EventMeta>>,
+    now: i64,
+) -> (Vec<Fp>, Vec<u32>, Vec<Arc<EventMeta>>, u8) {
+    // Index in `metas` -> index in the base's metadata (u32::MAX: not live).
+    let mut live = Vec::with_capacity(metas.len());
+    let mut kept = Vec::with_capacity(metas.len());
+    let mut kinds = 0u8;
+    for meta in metas {
+        if meta.is_live(now) {
+            live.push(index_u32(kept.len()));
+            kinds |= kind_bit(meta.kind);
+            kept.push(meta);
+        } else {
+            live.push(u32::MAX);
+        }
+    }
+    let resolve = |part: usize, local: u32| -> u32 {
+        match remaps[part][local as usize] {
+            u32::MAX => u32::MAX,
+            index => live[index as usize],
+        }
+    };
+    let total: usize = prepared.iter().map(|p| p.rules.len()).sum();
+    let mut fps = Vec::with_capacity(total);
+    let mut meta_of = Vec::with_capacity(total);
+    // A k-way merge of the parts' sorted rules; k is the number of threads.
+    let mut heads: Vec<std::iter::Peekable<std::slice::Iter<'_, (Fp, u32)>>> =
+        prepared.iter().map(|p| p.rules.iter().peekable()).collect();
+    loop {
+        let mut best: Option<(usize, Fp)> = None;
+        for (part, head) in heads.iter_mut().enumerate() {
+            if let Some(&&(fp, _)) = head.peek()
+                && best.is_none_or(|(_, b)| fp < b)
+            {
+                best = Some((part, fp));
+            }
+        }
+        let Some((part, fp)) = best else { break };
+        let (_, local) = heads[part].next().copied().expect("peeked");
+        let index = resolve(part, local);
+        if index != u32::MAX {
+            fps.push(fp);
+            meta_of.push(index);
+        }
+    }
+    (fps, meta_of, kept, kinds)
+}
+
+/// Sorts rules by fingerprint in linear time: keyed fingerprints are uniform (and no
+/// caller can steer them without the key), so one counting pass over their top bits
+/// spreads them into buckets of about four, and each bucket is then sorted on its
+/// own. Several times faster than a comparison sort at a million rules. Should the
+/// buckets be uneven after all, each one is still sorted correctly, only slower.
+fn sort_rules(rules: &mut Vec<(Fp, u32)>) {
+    const PER_BUCKET: usize = 4;
+    if rules.len() < 4096 {
+        rules.sort_unstable_by_key(|rule| rule.0);
+        return;
+    }
+    let bits = (rules.len() / PER_BUCKET)
+        .next_power_of_two()
+        .trailing_zeros();
+    // `starts[b]` is where bucket `b` begins once the counts are summed up.
+    let mut starts = vec![0u32; (1 << bits) + 1];
+    for rule in rules.iter() {
+        starts[Base::bucket(bits, rule.0) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut sorted = vec![(Fp { hi: 0, lo: 0 }, 0u32); rules.len()];
+    let mut next = starts.clone();
+    for &rule in rules.iter() {
+        let slot = &mut next[Base::bucket(bits, rule.0)];
+        sorted[*slot as usize] = rule;
+        *slot += 1;
+    }
+    for bucket in starts.windows(2) {
+        sorted[bucket[0] as usize..bucket[1] as usize].sort_unstable_by_key(|rule| rule.0);
+    }
+    *rules = sorted;
+}
+
+/// A bounded table size from a count that a signed manifest gave: a wrong one must
+/// not reserve gigabytes.
+fn events_len_hint(expected: usize) -> usize {
+    expected.min(16 << 20)
+}
+
 /// What all rules of one revocation event share. Kept small: with one event per rule
 /// (individual logouts), this record is most of the memory.
 #[derive(Debug)]
@@ -868,10 +1133,7 @@ impl Writer {
         {
             return Arc::clone(known);
         }
-        let fresh = Arc::new(Provenance {
-            reason: Arc::from(reason),
-            actor: Arc::from(actor),
-        });
+        let fresh = Provenance::new(reason, actor);
         self.owned_bytes += provenance_bytes(&fresh);
         if let Some(old) = self.provenances.insert(key, Arc::clone(&fresh)) {
             self.owned_bytes -= provenance_bytes(&old);
@@ -879,35 +1141,92 @@ impl Writer {
         fresh
     }
 
-    /// Records a revocation event and returns its shared metadata.
-    fn record(
+    /// Records a revocation event's metadata (its id becomes known).
+    fn insert(&mut self, meta: Arc<EventMeta>) {
+        self.try_insert(&meta);
+    }
+
+    /// Records a revocation event's metadata unless its id is among the known
+    /// revocations (then nothing changes); whether it was recorded.
+    fn try_insert(&mut self, meta: &Arc<EventMeta>) -> bool {
+        let inserted = self.events.insert(ById(Arc::clone(meta)));
+        if inserted {
+            self.owned_bytes += meta_bytes(meta);
+        }
+        inserted
+    }
+
+    /// Metadata prepared off the writer (by [`Denylist::try_replace_all`]), with its
+    /// provenance replaced by this writer's interned one: `interned` maps the prepared
+    /// provenances already seen to it.
+    fn adopt(
         &mut self,
-        event: &Event,
-        revoke: &Revoke,
-        drop_at: i64,
-        rules: usize,
+        meta: &Arc<EventMeta>,
+        interned: &mut FastMap<*const Provenance, Arc<Provenance>>,
     ) -> Arc<EventMeta> {
-        let meta = Arc::new(EventMeta {
-            event_id: Box::from(event.event_id.as_str()),
-            provenance: self.provenance(&event.reason, &event.actor),
-            cutoff: revoke.cutoff,
-            created_at_ms: event.created_at_ms,
-            drop_at,
-            rules: u32::try_from(rules).unwrap_or(u32::MAX),
-            kind: revoke.kind,
-            lifted: AtomicBool::new(false),
-        });
-        self.owned_bytes += meta_bytes(&meta);
-        self.events.insert(ById(Arc::clone(&meta)));
+        let prepared = &meta.provenance;
+        let provenance = interned
+            .entry(Arc::as_ptr(prepared))
+            .or_insert_with(|| self.provenance(&prepared.reason, &prepared.actor));
+        if Arc::ptr_eq(provenance, prepared) {
+            return Arc::clone(meta);
+        }
+        let mut meta = Arc::clone(meta);
+        // The prepared record is not shared yet: give it the interned provenance.
+        if let Some(unshared) = Arc::get_mut(&mut meta) {
+            unshared.provenance = Arc::clone(provenance);
+        }
         meta
     }
 
+    /// The single-threaded step of [`Denylist::try_replace_all`], in event order:
+    /// duplicates, lifts and the event id index. Returns what changed, the metadata
+    /// of the recorded revocations, and per part its local event index -> index in
+    /// that metadata (`u32::MAX`: no rules).
+    fn record_prepared(
+        &mut self,
+        prepared: &[PreparedPart<'_>],
+    ) -> (Applied, Vec<Arc<EventMeta>>, Vec<Vec<u32>>) {
+        let mut applied = Applied::default();
+        let mut metas: Vec<Arc<EventMeta>> = Vec::with_capacity(self.events.capacity());
+        let mut interned: FastMap<*const Provenance, Arc<Provenance>> = FastMap::default();
+        let mut remaps: Vec<Vec<u32>> = Vec::with_capacity(prepared.len());
+        for part in prepared {
+            let mut remap = Vec::with_capacity(part.events.len());
+            for event in &part.events {
+                let mut index = u32::MAX;
+                match &event.what {
+                    // One hash of the id where `knows` then `insert` would take two:
+                    // this is most of the time of this step.
+                    Prepared::Revoke(meta) if !self.lifts.contains_key(event.id) => {
+                        let meta = self.adopt(meta, &mut interned);
+                        if self.try_insert(&meta) {
+                            applied.added += meta.rules as usize;
+                            index = index_u32(metas.len());
+                            metas.push(meta);
+                        } else {
+                            applied.duplicate = true;
+                        }
+                    }
+                    _ if self.knows(event.id) => applied.duplicate = true,
+                    Prepared::Revoke(_) | Prepared::Expired => {}
+                    Prepared::Lift(lift) => {
+                        applied.lifted += self.lift(event.id, part.lifts[*lift as usize]);
+                    }
+                }
+                remap.push(index);
+            }
+            remaps.push(remap);
+        }
+        (applied, metas, remaps)
+    }
+
     /// Lifts the named events; returns the number of rules withdrawn.
-    fn lift(&mut self, lift_id: &str, event_ids: &[String]) -> usize {
+    fn lift(&mut self, lift_id: &str, event_ids: Targets<'_>) -> usize {
         let mut withdrawn = 0;
         let mut latest: Option<i64> = None;
         for id in event_ids {
-            let Some(known) = self.events.get(id.as_str()) else {
+            let Some(known) = self.events.get(id) else {
                 continue;
             };
             let meta = Arc::clone(&known.0);
@@ -1045,6 +1364,27 @@ impl Base {
             directory_bits: 0,
             bloom: None,
             kinds: 0,
+        }
+    }
+
+    /// A base of sorted fingerprints, their metadata indices, the metadata, the kinds
+    /// present and the Bloom filter over the fingerprints: builds the directory.
+    fn new(
+        fps: Vec<Fp>,
+        meta_of: Vec<u32>,
+        metas: Vec<Arc<EventMeta>>,
+        kinds: u8,
+        bloom: Option<Bloom<Fp>>,
+    ) -> Self {
+        let (directory, directory_bits) = Self::directory(&fps);
+        Self {
+            fps: fps.into_boxed_slice(),
+            meta_of: meta_of.into_boxed_slice(),
+            metas: metas.into_boxed_slice(),
+            directory,
+            directory_bits,
+            bloom,
+            kinds,
         }
     }
 

@@ -466,40 +466,30 @@ pub struct StreamIdentity<'a> {
 /// digest) and replaces the denylist's content with its events — all of them or, on
 /// any error, none. Returns the manifest and the signing key id.
 ///
-/// One thread decodes and validates events while the calling thread applies them, so
-/// a load takes about the time of the slower half (see `benches/snapshot_load.rs`).
+/// The body is decoded without copying, on every core: one part of it per thread
+/// (see [`Denylist::try_replace_all`] and `benches/snapshot_load.rs`).
 pub fn load_snapshot(
     object: &[u8],
     trusted: &TrustedKeys,
     stream: StreamIdentity<'_>,
     denylist: &Denylist,
 ) -> Result<(snapshot::Manifest, String, crate::denylist::Applied), snapshot::SnapshotError> {
-    const BATCH: usize = 4096;
+    /// Below this, one thread decodes faster than several start.
+    const EVENTS_PER_THREAD: u64 = 50_000;
     let opened = snapshot::open(object, trusted)?;
     opened
         .manifest
         .check_stream(stream.name, stream.created_unix_nanos, stream.last_sequence)?;
-    let applied = std::thread::scope(|scope| {
-        // A few batches in flight: enough to keep both threads busy, little memory.
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        let events = opened.events();
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            for event in events {
-                batch.push(event);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    // The applier stopped (an invalid event): nothing more to decode.
-                    if tx.send(full).is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(batch);
-        });
-        let expected = usize::try_from(opened.manifest.event_count).unwrap_or(usize::MAX);
-        denylist.try_replace_all(rx.into_iter().flatten(), expected)
-    })?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let wanted = opened.manifest.event_count.div_ceil(EVENTS_PER_THREAD);
+    let parts = opened.split(
+        threads
+            .min(usize::try_from(wanted).unwrap_or(usize::MAX))
+            .max(1),
+    )?;
+    let expected = usize::try_from(opened.manifest.event_count).unwrap_or(usize::MAX);
+    let parts: Vec<_> = parts.iter().map(snapshot::Part::events).collect();
+    let applied = denylist.try_replace_all(parts, expected)?;
     Ok((opened.manifest, opened.key_id, applied))
 }
 

@@ -234,3 +234,54 @@ fn a_snapshot_matches_only_its_own_stream_instance() {
         );
     }
 }
+
+#[test]
+fn a_split_body_yields_every_event_once_in_order() {
+    let (key, trusted) = setup();
+    let many: Vec<Event> = (0..50).map(|i| event(&format!("e{i}"), "t")).collect();
+    let object = seal(&manifest(), &many, &key);
+    let opened = open(&object, &trusted).unwrap();
+    for parts in [1, 2, 3, 7, 50, 64] {
+        let split = opened.split(parts).unwrap();
+        assert!(split.len() <= parts && !split.is_empty(), "{parts}");
+        let read: Vec<Event> = split
+            .iter()
+            .flat_map(|part| part.events())
+            .map(|e| e.map(|e| e.to_event()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read, many, "{parts} parts");
+    }
+    let empty = seal(&manifest(), &[], &key);
+    assert!(open(&empty, &trusted).unwrap().split(2).unwrap().is_empty());
+}
+
+#[test]
+fn a_split_checks_the_count_and_reports_a_bad_event_by_its_index_in_the_body() {
+    let (key, trusted) = setup();
+    let mut many: Vec<Event> = (0..20).map(|i| event(&format!("e{i}"), "t")).collect();
+    many[13].event_id = String::new();
+    let object = seal(&manifest(), &many, &key);
+    let opened = open(&object, &trusted).unwrap();
+    let errors: Vec<_> = opened
+        .split(4)
+        .unwrap()
+        .iter()
+        .flat_map(|part| part.events())
+        .filter_map(Result::err)
+        .collect();
+    assert!(
+        matches!(errors.as_slice(), [SnapshotError::Event { index: 13, .. }]),
+        "{errors:?}"
+    );
+
+    // A manifest that claims one event more than the body holds.
+    let three = seal(&manifest(), &many[..3], &key);
+    let mut lying = open(&three, &trusted).unwrap();
+    lying.manifest.event_count = 4;
+    assert!(matches!(lying.split(2), Err(SnapshotError::Body(_))));
+    assert!(matches!(
+        lying.events().last(),
+        Some(Err(SnapshotError::Body(_)))
+    ));
+}
