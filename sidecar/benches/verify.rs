@@ -273,7 +273,7 @@ fn bench_paired(
             };
             // Alternating which half goes first cancels any effect of going second
             // (warmer caches, a frequency step).
-            let (v, c) = if pairs.borrow().len() % 2 == 0 {
+            let (v, c) = if pairs.borrow().len().is_multiple_of(2) {
                 let v = verify();
                 (v, check())
             } else {
