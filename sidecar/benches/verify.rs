@@ -2,22 +2,30 @@
 //! same token and `jsonwebtoken::decode`, measured in the same run; plus the
 //! verified-token cache hit.
 //!
+//! `<alg>/paired` measures the overhead itself: every sample times a batch of Verify
+//! calls and a batch of bare (pre-parsed key) checks back to back, in alternating
+//! order, so that load from other processes during a sample lands on both. Criterion's
+//! figure for it is the Verify half; the bench prints the medians of both halves and of
+//! the per-sample difference.
+//!
 //! `cargo bench -p denylist-sidecar --bench verify`
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use denylist_proto::pb::Reason;
 use denylist_sidecar::clock::{Clock as _, SharedClock, SystemClock};
 use denylist_sidecar::config::Config;
@@ -232,6 +240,74 @@ audiences = ["orders-api"]
     Verifier::new(&config, &keys, denylist, freshness, clock)
 }
 
+/// Criterion samples per benchmark.
+const SAMPLES: usize = 50;
+
+/// One paired sample: Verify and bare batch times, and the calls in each batch.
+type Pair = (Duration, Duration, u64);
+
+/// `<alg>/paired`: see the module docs. Prints the medians when done.
+fn bench_paired(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    alg: &str,
+    verifier: &Verifier,
+    token: &str,
+    bare: impl Fn() -> bool,
+) {
+    let pairs: RefCell<Vec<Pair>> = RefCell::new(Vec::new());
+    group.bench_function(format!("{alg}/paired"), |b| {
+        b.iter_custom(|iters| {
+            let verify = || {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(verifier.verify(black_box(token)).reason);
+                }
+                start.elapsed()
+            };
+            let check = || {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(bare());
+                }
+                start.elapsed()
+            };
+            // Alternating which half goes first cancels any effect of going second
+            // (warmer caches, a frequency step).
+            let (v, c) = if pairs.borrow().len().is_multiple_of(2) {
+                let v = verify();
+                (v, check())
+            } else {
+                let c = check();
+                (verify(), c)
+            };
+            pairs.borrow_mut().push((v, c, iters));
+            // Criterion plans its iteration counts on this, so it must be a real time.
+            v
+        })
+    });
+    // The last samples are the measured ones; those before were the warm-up.
+    let pairs = pairs.into_inner();
+    let pairs = &pairs[pairs.len().saturating_sub(SAMPLES)..];
+    let per_call = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let verify = median(pairs.iter().map(|&(v, _, n)| per_call(v, n)).collect());
+    let check = median(pairs.iter().map(|&(_, c, n)| per_call(c, n)).collect());
+    let diff = median(
+        pairs
+            .iter()
+            .map(|&(v, c, n)| per_call(v, n) - per_call(c, n))
+            .collect(),
+    );
+    println!(
+        "paired {alg}: Verify {verify:.3} µs, bare {check:.3} µs, \
+         overhead {:+.3} µs (difference of medians), {diff:+.3} µs (median of differences)",
+        verify - check
+    );
+}
+
 fn bench_verify(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -239,7 +315,7 @@ fn bench_verify(c: &mut Criterion) {
         .expect("runtime");
     let mut group = c.benchmark_group("verify");
     group
-        .sample_size(50)
+        .sample_size(SAMPLES)
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     for case in cases() {
@@ -265,24 +341,28 @@ fn bench_verify(c: &mut Criterion) {
                     })
                 });
                 let parsed = sig::ParsedPublicKey::new(*alg, public).expect("parsed");
+                let bare = || {
+                    parsed
+                        .verify_sig(black_box(signing_input.as_bytes()), black_box(&signature))
+                        .is_ok()
+                };
                 group.bench_function(format!("{}/bare_aws_lc_preparsed", case.alg), |b| {
-                    b.iter(|| {
-                        parsed
-                            .verify_sig(black_box(signing_input.as_bytes()), black_box(&signature))
-                    })
+                    b.iter(bare)
                 });
+                bench_paired(&mut group, case.alg, &uncached, &token, bare);
             }
             (None, Some(secret)) => {
                 let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
-                group.bench_function(format!("{}/bare_aws_lc", case.alg), |b| {
-                    b.iter(|| {
-                        aws_lc_rs::hmac::verify(
-                            &key,
-                            black_box(signing_input.as_bytes()),
-                            black_box(&signature),
-                        )
-                    })
-                });
+                let bare = || {
+                    aws_lc_rs::hmac::verify(
+                        &key,
+                        black_box(signing_input.as_bytes()),
+                        black_box(&signature),
+                    )
+                    .is_ok()
+                };
+                group.bench_function(format!("{}/bare_aws_lc", case.alg), |b| b.iter(bare));
+                bench_paired(&mut group, case.alg, &uncached, &token, bare);
             }
             (None, None) => {}
         }
@@ -318,18 +398,22 @@ fn bench_verify(c: &mut Criterion) {
 fn bench_breakdown(c: &mut Criterion) {
     let case = cases().swap_remove(0);
     let token = mint(&case);
-    let jws = denylist_sidecar::jws::parse(&token, 8192).expect("parses");
+    let mut header_buf = denylist_sidecar::jws::HeaderBuf::new();
+    let jws = denylist_sidecar::jws::parse(&token, 8192, &mut header_buf).expect("parses");
     let payload = jws.payload_b64.to_owned();
     let mut group = c.benchmark_group("breakdown_hs256");
     group
-        .sample_size(50)
+        .sample_size(SAMPLES)
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     group.bench_function("jws_parse_header", |b| {
-        b.iter(|| denylist_sidecar::jws::parse(black_box(&token), 8192).map(|j| j.alg))
+        b.iter(|| {
+            let mut buf = denylist_sidecar::jws::HeaderBuf::new();
+            denylist_sidecar::jws::parse(black_box(&token), 8192, &mut buf).map(|j| j.alg)
+        })
     });
     group.bench_function("parse_claims", |b| {
-        b.iter(|| denylist_sidecar::jws::parse_claims(black_box(&payload)).map(|c| c.0.exp))
+        b.iter(|| denylist_sidecar::jws::parse_claims(black_box(&payload)).map(|c| c.exp()))
     });
     let denylist = Denylist::new(DenylistSettings::default(), Arc::new(SystemClock));
     let facts = denylist_sidecar::denylist::TokenFacts {

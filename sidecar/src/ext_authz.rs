@@ -106,14 +106,17 @@ impl ExtAuthzService {
             // Strip first: a client-sent header of this name must never reach the upstream.
             ok.remove_header(header.as_str());
             let value = match claim.as_str() {
-                "iss" => token.claims.iss.clone(),
-                "sub" => token.claims.sub.clone(),
-                "jti" => token.claims.jti.clone(),
-                "sid" => token.claims.sid.clone(),
-                "aud" => (!token.claims.aud.is_empty()).then(|| token.claims.aud.join(",")),
+                "iss" => token.claims.iss().map(str::to_owned),
+                "sub" => token.claims.sub().map(str::to_owned),
+                "jti" => token.claims.jti().map(str::to_owned),
+                "sid" => token.claims.sid().map(str::to_owned),
+                "aud" => {
+                    let aud: Vec<&str> = token.claims.audiences().collect();
+                    (!aud.is_empty()).then(|| aud.join(","))
+                }
                 other => {
                     let map = payload.get_or_insert_with(|| {
-                        serde_json::from_slice(&token.payload).unwrap_or_default()
+                        serde_json::from_slice(token.claims.payload()).unwrap_or_default()
                     });
                     match map.get(other) {
                         Some(serde_json::Value::String(s)) => Some(s.clone()),

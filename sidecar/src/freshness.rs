@@ -100,10 +100,15 @@ impl Freshness {
 
     /// The current view. Logs once when the denylist turns stale.
     pub fn view(&self) -> FreshnessView {
-        let now = self.clock.now_ms();
+        self.view_at(self.clock.now_ms())
+    }
+
+    /// The view at `now_ms`, read from this tracker's clock by a caller that needs the
+    /// time too (the Verify path, which reads the clock once per call).
+    pub fn view_at(&self, now_ms: i64) -> FreshnessView {
         let heard = self.last_heard_ms.load(Ordering::Acquire);
         let since = if heard == 0 { self.started_ms } else { heard };
-        let age_ms = now.saturating_sub(since).max(0);
+        let age_ms = now_ms.saturating_sub(since).max(0);
         let stale = age_ms > self.max_staleness_ms;
         if stale && !self.stale_reported.swap(true, Ordering::AcqRel) {
             tracing::warn!(age_ms, policy = ?self.policy, "denylist is stale: its source has not been heard from");

@@ -293,11 +293,11 @@ impl VerifierService {
             };
             return Ok(WatchTarget {
                 issuer: t.issuer.issuer.clone(),
-                jti: t.claims.jti.clone(),
-                subject: t.claims.sub.clone(),
-                session: t.claims.sid.clone(),
-                kid: t.kid.clone(),
-                issued_at: t.claims.iat,
+                jti: t.claims.jti().map(str::to_owned),
+                subject: t.claims.sub().map(str::to_owned),
+                session: t.claims.sid().map(str::to_owned),
+                kid: t.kid().map(str::to_owned),
+                issued_at: t.claims.iat(),
             });
         }
         if req.issuer.is_empty() || (req.subject.is_empty() && req.session.is_empty()) {
@@ -340,18 +340,19 @@ fn fail_closed_if_stale(f: FreshnessView, policy: StalenessPolicy) -> Result<(),
 /// The protobuf form of a verified token's claims.
 pub fn claims_to_proto(t: &VerifiedToken) -> pb::Claims {
     let c = &t.claims;
+    let owned = |s: Option<&str>| s.unwrap_or_default().to_owned();
     pb::Claims {
-        iss: c.iss.clone().unwrap_or_default(),
-        sub: c.sub.clone().unwrap_or_default(),
-        aud: c.aud.clone(),
-        exp: c.exp.unwrap_or(0),
-        iat: c.iat,
-        nbf: c.nbf,
-        jti: c.jti.clone().unwrap_or_default(),
-        kid: t.kid.clone().unwrap_or_default(),
-        sid: c.sid.clone().unwrap_or_default(),
+        iss: owned(c.iss()),
+        sub: owned(c.sub()),
+        aud: c.audiences().map(str::to_owned).collect(),
+        exp: c.exp().unwrap_or(0),
+        iat: c.iat(),
+        nbf: c.nbf(),
+        jti: owned(c.jti()),
+        kid: owned(t.kid()),
+        sid: owned(c.sid()),
         alg: t.alg.name().to_owned(),
-        payload: payload_to_struct(&t.payload),
+        payload: payload_to_struct(c.payload()),
     }
 }
 

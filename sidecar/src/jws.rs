@@ -18,7 +18,7 @@ use crate::algorithm::Algorithm;
 mod b64;
 mod json;
 
-use json::{Fault, Names, Scanner};
+use json::{Fault, JsonStr, Names, Scanner};
 
 /// Headers up to this many decoded bytes are decoded on the stack (typical ones are
 /// under 100); longer ones go to the heap.
@@ -74,9 +74,29 @@ pub struct Jws<'t> {
     pub payload_b64: &'t str,
     /// The header's algorithm.
     pub alg: Algorithm,
-    /// The header's `kid`, if any.
-    pub kid: Option<String>,
+    /// The header's `kid`, if any: borrowed from the caller's [`HeaderBuf`] unless it
+    /// had escapes or the header was too long for the buffer.
+    pub kid: Option<Cow<'t, str>>,
     signature: SignatureBytes,
+}
+
+/// Room for a decoded protected header on the caller's stack. [`parse`] decodes the
+/// header into it (typical ones are under 100 bytes), so that the parsed token can
+/// borrow its `kid` instead of allocating it.
+#[derive(Debug)]
+pub struct HeaderBuf([u8; HEADER_STACK_BYTES]);
+
+impl HeaderBuf {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        Self([0; HEADER_STACK_BYTES])
+    }
+}
+
+impl Default for HeaderBuf {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Longest signature kept inline: HMAC tags (up to 64 bytes), ECDSA (64, 96) and
@@ -116,8 +136,13 @@ impl Jws<'_> {
     }
 }
 
-/// Splits a compact JWS, parses its header and decodes its signature.
-pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
+/// Splits a compact JWS, parses its header (decoded into `header_buf` when it fits)
+/// and decodes its signature.
+pub fn parse<'t>(
+    token: &'t str,
+    max_len: usize,
+    header_buf: &'t mut HeaderBuf,
+) -> Result<Jws<'t>, Rejection> {
     if token.len() > max_len {
         return Err(Rejection::with(
             Reason::TokenTooLarge,
@@ -127,7 +152,6 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
     if token.is_empty() {
         return Err(Rejection::new(Reason::Malformed, "empty token"));
     }
-    // `str::find` of one ASCII byte is memchr: much faster than a byte-by-byte count.
     let (signing_input, header_b64, payload_b64, signature_b64) = match segments(token) {
         Some(parts) => parts,
         None => {
@@ -151,13 +175,14 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
             "empty header or payload segment",
         ));
     }
-    let mut stack = [0u8; HEADER_STACK_BYTES];
-    let heap;
-    let header_json: &[u8] = match decoded_len(header_b64, "header")? {
-        n if n <= HEADER_STACK_BYTES => decode_into(header_b64, &mut stack[..n], "header")?,
+    let (alg, kid) = match decoded_len(header_b64, "header")? {
+        n if n <= HEADER_STACK_BYTES => {
+            read_protected_header(decode_into(header_b64, &mut header_buf.0[..n], "header")?)?
+        }
         n if n <= MAX_HEADER_BYTES => {
-            heap = decode_b64(header_b64, "header")?;
-            &heap
+            let heap = decode_b64(header_b64, "header")?;
+            let (alg, kid) = read_protected_header(&heap)?;
+            (alg, kid.map(|k| Cow::Owned(k.into_owned())))
         }
         n => {
             return Err(Rejection::with(
@@ -166,7 +191,46 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
             ));
         }
     };
-    let header = read_header(utf8(header_json, "header")?)?;
+    // Checked only now, so that an unsigned `alg: none` token gets its own reason.
+    if signature_b64.is_empty() {
+        return Err(Rejection::new(
+            Reason::BadSignature,
+            "the signature is empty",
+        ));
+    }
+
+    // Too long is told before a malformed length. The exact decoded length where
+    // there is one: the rounded-up estimate used before refused RSA-4096's 512 bytes.
+    let longest = b64::decoded_len(signature_b64.len())
+        .unwrap_or_else(|| signature_b64.len().div_ceil(4) * 3);
+    if longest > MAX_SIGNATURE_LEN {
+        return Err(Rejection::new(
+            Reason::BadSignature,
+            "the signature is too long",
+        ));
+    }
+    let len = decoded_len(signature_b64, "signature")?;
+    let signature = if len <= INLINE_SIGNATURE_LEN {
+        let mut buf = [0; INLINE_SIGNATURE_LEN];
+        decode_into(signature_b64, &mut buf[..len], "signature")?;
+        SignatureBytes::Inline { buf, len }
+    } else {
+        SignatureBytes::Heap(decode_b64(signature_b64, "signature")?.into_boxed_slice())
+    };
+    Ok(Jws {
+        signing_input,
+        payload_b64,
+        alg,
+        kid,
+        signature,
+    })
+}
+
+/// Reads a decoded protected header and refuses what the sidecar does not accept:
+/// `alg: none`, a JWE or nested token, critical extensions, an unknown algorithm.
+/// Returns the algorithm and the `kid`.
+fn read_protected_header(json: &[u8]) -> Result<(Algorithm, Option<Cow<'_, str>>), Rejection> {
+    let header = read_header(utf8(json, "header")?)?;
     let alg_name = header
         .alg
         .ok_or(Rejection::new(Reason::Malformed, "header has no `alg`"))?;
@@ -216,49 +280,18 @@ pub fn parse(token: &str, max_len: usize) -> Result<Jws<'_>, Rejection> {
             format!("algorithm {:?} is not supported", truncate(&alg_name, 16)),
         )
     })?;
-    let kid = header.kid.map(Cow::into_owned);
-    // Checked only now, so that an unsigned `alg: none` token gets its own reason.
-    if signature_b64.is_empty() {
-        return Err(Rejection::new(
-            Reason::BadSignature,
-            "the signature is empty",
-        ));
-    }
-
-    // Too long is told before a malformed length. The exact decoded length where
-    // there is one: the rounded-up estimate used before refused RSA-4096's 512 bytes.
-    let longest = b64::decoded_len(signature_b64.len())
-        .unwrap_or_else(|| signature_b64.len().div_ceil(4) * 3);
-    if longest > MAX_SIGNATURE_LEN {
-        return Err(Rejection::new(
-            Reason::BadSignature,
-            "the signature is too long",
-        ));
-    }
-    let len = decoded_len(signature_b64, "signature")?;
-    let signature = if len <= INLINE_SIGNATURE_LEN {
-        let mut buf = [0; INLINE_SIGNATURE_LEN];
-        decode_into(signature_b64, &mut buf[..len], "signature")?;
-        SignatureBytes::Inline { buf, len }
-    } else {
-        SignatureBytes::Heap(decode_b64(signature_b64, "signature")?.into_boxed_slice())
-    };
-    Ok(Jws {
-        signing_input,
-        payload_b64,
-        alg,
-        kid,
-        signature,
-    })
+    Ok((alg, header.kid))
 }
 
 /// `header.payload` (the signing input), the header, the payload and the signature
 /// segments of a token with exactly two dots.
 fn segments(token: &str) -> Option<(&str, &str, &str, &str)> {
-    let first = token.find('.')?;
-    let second = first + 1 + token[first + 1..].find('.')?;
+    // The memchr crate's search is vectorised; `str::find` reads a word at a time.
+    let dot = |s: &str| memchr::memchr(b'.', s.as_bytes());
+    let first = dot(token)?;
+    let second = first + 1 + dot(&token[first + 1..])?;
     let signature = &token[second + 1..];
-    if signature.contains('.') {
+    if dot(signature).is_some() {
         return None;
     }
     Some((
@@ -303,8 +336,11 @@ fn decode_b64(segment: &str, what: &'static str) -> Result<Vec<u8>, Rejection> {
 }
 
 fn utf8<'a>(json: &'a [u8], what: &'static str) -> Result<&'a str, Rejection> {
-    std::str::from_utf8(json)
-        .map_err(|_| Rejection::with(Reason::Malformed, format!("{what} is not valid UTF-8")))
+    std::str::from_utf8(json).map_err(|_| not_utf8(what))
+}
+
+fn not_utf8(what: &'static str) -> Rejection {
+    Rejection::with(Reason::Malformed, format!("{what} is not valid UTF-8"))
 }
 
 /// A scanner fault as a rejection: always [`Reason::Malformed`].
@@ -465,30 +501,140 @@ fn read_header(text: &str) -> Result<Header<'_>, Rejection> {
 /// payload must still be strict JSON, without duplicate members.
 pub fn peek_issuer(payload_b64: &str) -> Option<String> {
     let payload = decode_b64(payload_b64, "payload").ok()?;
-    read_claims(utf8(&payload, "payload").ok()?, Want::IssOnly)
-        .ok()?
-        .iss
+    let json = utf8(&payload, "payload").ok()?;
+    let (found, escaped) = read_claims(json, Want::IssOnly).ok()?;
+    let iss = found.iss?;
+    // An `iss` with escapes was decoded into `escaped`, whose spans start past the JSON.
+    Some(match iss.start.checked_sub(json.len()) {
+        Some(at) => escaped[at..at + iss.len()].to_owned(),
+        None => json[iss.start..iss.end].to_owned(),
+    })
 }
 
-/// The registered claims of a verified payload, with their types checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegisteredClaims {
+/// A verified payload: its JSON and the registered claims read from it, with their
+/// types checked, in one allocation. A claim string without escapes is a range of the
+/// JSON; the rare one with escapes is decoded once and kept after it.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    /// The payload JSON, then the decoded text of claim strings that had escapes.
+    text: Box<str>,
+    json_len: usize,
+    found: Found,
+}
+
+impl Claims {
+    /// The decoded payload JSON (for callers that want every claim).
+    pub fn payload(&self) -> &[u8] {
+        self.text[..self.json_len].as_bytes()
+    }
+
     /// `iss`.
-    pub iss: Option<String>,
+    pub fn iss(&self) -> Option<&str> {
+        self.get(self.found.iss)
+    }
+
     /// `sub`.
-    pub sub: Option<String>,
-    /// `aud`, a string or an array of strings in the token.
-    pub aud: Vec<String>,
-    /// `exp`, Unix seconds.
-    pub exp: Option<i64>,
-    /// `nbf`, Unix seconds.
-    pub nbf: Option<i64>,
-    /// `iat`, Unix seconds.
-    pub iat: Option<i64>,
+    pub fn sub(&self) -> Option<&str> {
+        self.get(self.found.sub)
+    }
+
     /// `jti`.
-    pub jti: Option<String>,
+    pub fn jti(&self) -> Option<&str> {
+        self.get(self.found.jti)
+    }
+
     /// `sid` (OIDC session id).
-    pub sid: Option<String>,
+    pub fn sid(&self) -> Option<&str> {
+        self.get(self.found.sid)
+    }
+
+    /// `aud`: a string or an array of strings in the token, in order; empty when absent.
+    pub fn audiences(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.found
+            .aud
+            .spans()
+            .iter()
+            .map(|s| &self.text[s.start..s.end])
+    }
+
+    /// `exp`, Unix seconds.
+    pub fn exp(&self) -> Option<i64> {
+        self.found.exp
+    }
+
+    /// `nbf`, Unix seconds.
+    pub fn nbf(&self) -> Option<i64> {
+        self.found.nbf
+    }
+
+    /// `iat`, Unix seconds.
+    pub fn iat(&self) -> Option<i64> {
+        self.found.iat
+    }
+
+    fn get(&self, span: Option<Span>) -> Option<&str> {
+        span.map(|s| &self.text[s.start..s.end])
+    }
+}
+
+/// Where a claim string's decoded text lies in [`Claims`]' buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn len(self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// The registered claims of a payload, as spans (see [`Kept`]).
+#[derive(Debug, Clone, Default)]
+struct Found {
+    iss: Option<Span>,
+    sub: Option<Span>,
+    jti: Option<Span>,
+    sid: Option<Span>,
+    aud: Audiences,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+/// `aud` values: one without allocating (the usual case), more in a vector.
+#[derive(Debug, Clone)]
+enum Audiences {
+    One(Span),
+    /// Also none, as an empty vector (which does not allocate).
+    Many(Vec<Span>),
+}
+
+impl Default for Audiences {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
+impl Audiences {
+    fn spans(&self) -> &[Span] {
+        match self {
+            Self::One(span) => std::slice::from_ref(span),
+            Self::Many(spans) => spans,
+        }
+    }
+
+    fn push(&mut self, span: Span) {
+        *self = match std::mem::take(self) {
+            Self::Many(spans) if spans.is_empty() => Self::One(span),
+            Self::One(first) => Self::Many(vec![first, span]),
+            Self::Many(mut spans) => {
+                spans.push(span);
+                Self::Many(spans)
+            }
+        };
+    }
 }
 
 /// Most `aud` values accepted.
@@ -498,11 +644,21 @@ const MAX_AUDIENCES: usize = 64;
 /// Type errors (`exp` as a string) are [`Reason::InvalidClaim`]; syntax errors,
 /// duplicate members, nesting deeper than 32 levels and non-objects are
 /// [`Reason::Malformed`] (and win over a type error anywhere in the same payload).
-/// Returns the decoded payload too, allocated at its exact size.
-pub fn parse_claims(payload_b64: &str) -> Result<(RegisteredClaims, Vec<u8>), Rejection> {
+pub fn parse_claims(payload_b64: &str) -> Result<Claims, Rejection> {
     let payload = decode_b64(payload_b64, "payload")?;
-    let claims = read_claims(utf8(&payload, "payload")?, Want::All)?;
-    Ok((claims, payload))
+    let mut text = String::from_utf8(payload).map_err(|_| not_utf8("payload"))?;
+    let (found, escaped) = read_claims(&text, Want::All)?;
+    let json_len = text.len();
+    if !escaped.is_empty() {
+        // Exactly: so that `into_boxed_str` does not reallocate.
+        text.reserve_exact(escaped.len());
+        text.push_str(&escaped);
+    }
+    Ok(Claims {
+        text: text.into_boxed_str(),
+        json_len,
+        found,
+    })
 }
 
 /// Which registered claims [`read_claims`] keeps.
@@ -527,27 +683,67 @@ enum Claim {
 
 impl Claim {
     fn from_name(name: &str) -> Option<Self> {
+        // Every registered name has three bytes: matched as one array, which compiles
+        // to integer compares rather than a string comparison per name.
+        let name: &[u8; 3] = name.as_bytes().try_into().ok()?;
         Some(match name {
-            "iss" => Self::Iss,
-            "sub" => Self::Sub,
-            "jti" => Self::Jti,
-            "sid" => Self::Sid,
-            "aud" => Self::Aud,
-            "exp" => Self::Exp,
-            "nbf" => Self::Nbf,
-            "iat" => Self::Iat,
+            b"iss" => Self::Iss,
+            b"sub" => Self::Sub,
+            b"jti" => Self::Jti,
+            b"sid" => Self::Sid,
+            b"aud" => Self::Aud,
+            b"exp" => Self::Exp,
+            b"nbf" => Self::Nbf,
+            b"iat" => Self::Iat,
             _ => return None,
         })
     }
 }
 
-/// Scans a payload object, keeping the registered claims `want` names. A claim of
-/// the wrong type is remembered and reported only once the whole payload has scanned
+/// Claim strings kept as [`Span`]s of `json` rather than copied. A string with escapes
+/// is decoded into `escaped`, and its span counts from the end of `json`, so that the
+/// spans index `json` followed by `escaped`.
+struct Kept<'a> {
+    json: &'a str,
+    escaped: String,
+}
+
+impl<'a> Kept<'a> {
+    fn span(&mut self, s: JsonStr<'a>) -> Span {
+        match s.decoded() {
+            Cow::Borrowed(raw) => {
+                // `raw` is a slice of `json` (the scanner's input), so the pointer
+                // difference is its offset.
+                let start = raw.as_ptr() as usize - self.json.as_ptr() as usize;
+                Span {
+                    start,
+                    end: start + raw.len(),
+                }
+            }
+            Cow::Owned(decoded) => {
+                let start = self.json.len() + self.escaped.len();
+                self.escaped.push_str(&decoded);
+                Span {
+                    start,
+                    end: start + decoded.len(),
+                }
+            }
+        }
+    }
+}
+
+/// Scans a payload object, keeping the registered claims `want` names; returns them
+/// with the decoded text of those that had escapes (see [`Kept`]). A claim of the
+/// wrong type is remembered and reported only once the whole payload has scanned
 /// cleanly, so a syntax fault anywhere is always [`Reason::Malformed`].
-fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
+fn read_claims(json: &str, want: Want) -> Result<(Found, String), Rejection> {
     let fault = malformed("payload");
-    let mut sc = Scanner::new(text);
-    let mut c = RegisteredClaims::default();
+    let mut sc = Scanner::new(json);
+    let mut c = Found::default();
+    let mut kept = Kept {
+        json,
+        escaped: String::new(),
+    };
     let mut invalid: Option<Rejection> = None;
     let mut seen = 0u8;
     let mut others = Names::new();
@@ -582,7 +778,7 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
                             Claim::Jti => &mut c.jti,
                             _ => &mut c.sid,
                         };
-                        *slot = Some(sc.last_string(s).into_string());
+                        *slot = Some(kept.span(sc.last_string(s)));
                         None
                     }
                     None => Some("must be a string"),
@@ -603,7 +799,7 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
                 },
                 None => Some("must be a NumericDate (a number of seconds)"),
             },
-            Some(Claim::Aud) => read_audience(&mut sc, &mut c.aud),
+            Some(Claim::Aud) => read_audience(&mut sc, &mut kept, &mut c.aud),
         };
         // A fault ends the scan; it wins over a wrong type (reported by `finish`).
         if sc.fault().is_some() {
@@ -619,19 +815,23 @@ fn read_claims(text: &str, want: Want) -> Result<RegisteredClaims, Rejection> {
     sc.finish().map_err(&fault)?;
     match invalid {
         Some(rejection) => Err(rejection),
-        None => Ok(c),
+        None => Ok((c, kept.escaped)),
     }
 }
 
 /// `aud`: one string, or an array of at most [`MAX_AUDIENCES`] strings. Returns what
 /// is wrong with its type, if anything; the value is scanned to its end regardless
 /// (a fault stays in the scanner).
-fn read_audience(sc: &mut Scanner<'_>, out: &mut Vec<String>) -> Option<&'static str> {
+fn read_audience<'a>(
+    sc: &mut Scanner<'a>,
+    kept: &mut Kept<'a>,
+    out: &mut Audiences,
+) -> Option<&'static str> {
     const WRONG: &str = "must be a string or an array of strings";
     if !sc.open_array() {
         return match sc.string_or_skip(1) {
             Some(s) => {
-                *out = vec![sc.last_string(s).into_string()];
+                *out = Audiences::One(kept.span(sc.last_string(s)));
                 None
             }
             None => Some(WRONG),
@@ -640,10 +840,10 @@ fn read_audience(sc: &mut Scanner<'_>, out: &mut Vec<String>) -> Option<&'static
     let (mut problem, mut first) = (None, true);
     while sc.fault().is_none() && sc.next_element(&mut first) {
         match sc.string_or_skip(2) {
-            Some(_) if out.len() == MAX_AUDIENCES => {
+            Some(_) if out.spans().len() == MAX_AUDIENCES => {
                 problem = problem.or(Some("has more than 64 values"));
             }
-            Some(s) => out.push(sc.last_string(s).into_string()),
+            Some(s) => out.push(kept.span(sc.last_string(s))),
             None => problem = problem.or(Some(WRONG)),
         }
     }

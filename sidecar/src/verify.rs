@@ -19,7 +19,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, IssuerConfig, StalenessPolicy};
 use crate::denylist::{Denylist, Revocation, TokenFacts};
 use crate::freshness::{Freshness, FreshnessView};
-use crate::jws::{self, RegisteredClaims, Rejection};
+use crate::jws::{self, Claims, HeaderBuf, Rejection};
 use crate::keys::{IssuerKeys, KeyLookupError, KeyStore, SignatureError, VerifyingKey};
 
 /// One trusted issuer: its policy from config and its live key set.
@@ -58,31 +58,50 @@ fn secs(d: std::time::Duration) -> i64 {
 }
 
 /// A token whose signature and claims have been verified.
+///
+/// Two allocations in all: this one and the payload buffer in [`Claims`], which the
+/// claim strings borrow from.
 #[derive(Debug)]
 pub struct VerifiedToken {
     /// The issuer it was verified against.
     pub issuer: Arc<IssuerPolicy>,
     /// Header `alg`.
     pub alg: Algorithm,
-    /// Header `kid`.
-    pub kid: Option<String>,
-    /// Registered claims.
-    pub claims: RegisteredClaims,
-    /// The decoded payload JSON (for callers that want every claim).
-    pub payload: Box<[u8]>,
+    /// The decoded payload and its registered claims.
+    pub claims: Claims,
+    kid: TokenKid,
     key: Arc<VerifyingKey>,
 }
 
+/// Where the header `kid` is kept: nowhere when the token named the key that verified
+/// it (the usual case; the key holds the same string), else a copy.
+#[derive(Debug)]
+enum TokenKid {
+    None,
+    SameAsKey,
+    /// A `kid` no key has, verified by the issuer's one kid-less key.
+    Other(Box<str>),
+}
+
 impl VerifiedToken {
+    /// Header `kid`.
+    pub fn kid(&self) -> Option<&str> {
+        match &self.kid {
+            TokenKid::None => None,
+            TokenKid::SameAsKey => self.key.kid(),
+            TokenKid::Other(kid) => Some(kid),
+        }
+    }
+
     /// The facts the denylist matches on.
     pub fn facts(&self) -> TokenFacts<'_> {
         TokenFacts {
             issuer: &self.issuer.issuer,
-            jti: self.claims.jti.as_deref(),
-            subject: self.claims.sub.as_deref(),
-            session: self.claims.sid.as_deref(),
-            kid: self.kid.as_deref(),
-            issued_at: self.claims.iat,
+            jti: self.claims.jti(),
+            subject: self.claims.sub(),
+            session: self.claims.sid(),
+            kid: self.kid(),
+            issued_at: self.claims.iat(),
         }
     }
 }
@@ -197,8 +216,10 @@ impl Verifier {
 
     /// Verifies a token without awaiting anything: the hot path.
     pub fn verify(&self, token: &str) -> Verdict {
-        let now = self.clock.now_secs();
-        let freshness = self.freshness.view();
+        // One clock read serves the claims (seconds) and the freshness view (ms).
+        let now_ms = self.clock.now_ms();
+        let now = now_ms.div_euclid(1000);
+        let freshness = self.freshness.view_at(now_ms);
         let token_hash = self.cache.as_ref().map(|_| self.token_hash(token));
 
         let verified = match self.cached(token_hash, now) {
@@ -269,12 +290,12 @@ impl Verifier {
         let hit = cache.get(&hash)?;
         let unexpired = hit
             .claims
-            .exp
+            .exp()
             .is_none_or(|exp| now <= exp.saturating_add(hit.issuer.leeway));
         let key_current = hit
             .issuer
             .keys
-            .key_for(hit.kid.as_deref(), hit.alg)
+            .key_for(hit.kid(), hit.alg)
             .is_ok_and(|k| Arc::ptr_eq(&k, &hit.key));
         if unexpired && key_current {
             Some(hit)
@@ -293,7 +314,8 @@ impl Verifier {
         let no_claims = |r: Rejection| (r, None);
         // A match rather than `map_err(..)?`, which moved the (large) parsed token
         // through one more `Result`.
-        let jws = match jws::parse(token, self.max_token_bytes) {
+        let mut header_buf = HeaderBuf::new();
+        let jws = match jws::parse(token, self.max_token_bytes, &mut header_buf) {
             Ok(jws) => jws,
             Err(r) => return Err(no_claims(r)),
         };
@@ -360,13 +382,17 @@ impl Verifier {
             })?;
 
         // Only now is the payload read.
-        let (claims, payload) = jws::parse_claims(jws.payload_b64).map_err(no_claims)?;
+        let claims = jws::parse_claims(jws.payload_b64).map_err(no_claims)?;
+        let kid = match jws.kid {
+            None => TokenKid::None,
+            Some(kid) if key.kid() == Some(&*kid) => TokenKid::SameAsKey,
+            Some(kid) => TokenKid::Other(kid.into()),
+        };
         let verified = Arc::new(VerifiedToken {
             issuer: Arc::clone(issuer),
             alg: jws.alg,
-            kid: jws.kid,
             claims,
-            payload: payload.into_boxed_slice(),
+            kid,
             key,
         });
         match check_claims(issuer, &verified.claims, now) {
@@ -377,8 +403,8 @@ impl Verifier {
 }
 
 /// Registered-claim checks for a token whose signature holds.
-fn check_claims(issuer: &IssuerPolicy, c: &RegisteredClaims, now: i64) -> Result<(), Rejection> {
-    match c.iss.as_deref() {
+fn check_claims(issuer: &IssuerPolicy, c: &Claims, now: i64) -> Result<(), Rejection> {
+    match c.iss() {
         None => return Err(Rejection::new(Reason::MissingClaim, "`iss` is missing")),
         Some(iss) if iss != issuer.issuer => {
             return Err(Rejection::new(
@@ -389,7 +415,8 @@ fn check_claims(issuer: &IssuerPolicy, c: &RegisteredClaims, now: i64) -> Result
         Some(_) => {}
     }
     let leeway = issuer.leeway;
-    match c.exp {
+    let (exp, nbf, iat) = (c.exp(), c.nbf(), c.iat());
+    match exp {
         None if issuer.require_exp => {
             return Err(Rejection::new(Reason::MissingClaim, "`exp` is missing"));
         }
@@ -401,7 +428,7 @@ fn check_claims(issuer: &IssuerPolicy, c: &RegisteredClaims, now: i64) -> Result
         }
         _ => {}
     }
-    if let Some(nbf) = c.nbf
+    if let Some(nbf) = nbf
         && now < nbf.saturating_sub(leeway)
     {
         return Err(Rejection::with(
@@ -409,7 +436,7 @@ fn check_claims(issuer: &IssuerPolicy, c: &RegisteredClaims, now: i64) -> Result
             format!("not valid for another {} s (`nbf`)", nbf - now),
         ));
     }
-    if let Some(iat) = c.iat
+    if let Some(iat) = iat
         && now < iat.saturating_sub(leeway)
     {
         return Err(Rejection::new(
@@ -417,8 +444,8 @@ fn check_claims(issuer: &IssuerPolicy, c: &RegisteredClaims, now: i64) -> Result
             "`iat` lies in the future",
         ));
     }
-    if let Some(exp) = c.exp {
-        let from = c.iat.unwrap_or(now);
+    if let Some(exp) = exp {
+        let from = iat.unwrap_or(now);
         if exp.saturating_sub(from) > issuer.max_lifetime {
             return Err(Rejection::with(
                 Reason::LifetimeTooLong,
@@ -431,17 +458,18 @@ fn check_claims(issuer: &IssuerPolicy, c: &RegisteredClaims, now: i64) -> Result
         }
     }
     if !issuer.audiences.is_empty() {
-        if c.aud.is_empty() {
+        let mut aud = c.audiences();
+        if aud.len() == 0 {
             return Err(Rejection::new(Reason::MissingClaim, "`aud` is missing"));
         }
-        if !c.aud.iter().any(|a| issuer.audiences.contains(a)) {
+        if !aud.any(|a| issuer.audiences.iter().any(|ok| ok == a)) {
             return Err(Rejection::new(
                 Reason::AudienceMismatch,
                 "no `aud` value is an accepted audience",
             ));
         }
     }
-    if issuer.require_jti && c.jti.as_deref().is_none_or(str::is_empty) {
+    if issuer.require_jti && c.jti().is_none_or(str::is_empty) {
         return Err(Rejection::new(
             Reason::MissingClaim,
             "`jti` is missing (required so the token can be revoked)",

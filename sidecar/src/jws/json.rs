@@ -62,11 +62,6 @@ impl<'a> JsonStr<'a> {
             Cow::Borrowed(self.raw)
         }
     }
-
-    /// The decoded text, owned.
-    pub(super) fn into_string(self) -> String {
-        self.decoded().into_owned()
-    }
 }
 
 /// A number, already checked against the JSON grammar and f64's range.

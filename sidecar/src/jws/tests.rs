@@ -12,13 +12,14 @@ fn token(header: &str, payload: &str, sig: &str) -> String {
 }
 
 fn reason(t: &str) -> Reason {
-    parse(t, 8192).unwrap_err().reason
+    parse(t, 8192, &mut HeaderBuf::new()).unwrap_err().reason
 }
 
 #[test]
 fn parses_a_well_formed_header() {
     let t = token(r#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#, "{}", "AAAA");
-    let jws = parse(&t, 8192).unwrap();
+    let mut buf = HeaderBuf::new();
+    let jws = parse(&t, 8192, &mut buf).unwrap();
     assert_eq!(jws.alg, Algorithm::ES256);
     assert_eq!(jws.kid.as_deref(), Some("k1"));
     assert_eq!(jws.signature(), &[0, 0, 0]);
@@ -106,7 +107,8 @@ fn jku_x5u_jwk_are_ignored_not_followed() {
         "{}",
         "AAAA",
     );
-    let jws = parse(&t, 8192).unwrap();
+    let mut buf = HeaderBuf::new();
+    let jws = parse(&t, 8192, &mut buf).unwrap();
     assert_eq!(jws.kid.as_deref(), Some("k"));
 }
 
@@ -121,8 +123,8 @@ fn claims_types_are_checked() {
     let ok = parse_claims(&b64(
         r#"{"iss":"i","aud":["a","b"],"exp":1.9e9,"iat":100,"x":{"deep":[1,2]}}"#,
     ))
-    .unwrap()
-    .0;
+    .unwrap();
+    let ok = registered(&ok);
     assert_eq!(ok.aud, vec!["a", "b"]);
     assert_eq!(ok.exp, Some(1_900_000_000));
     for bad in [
@@ -175,8 +177,35 @@ fn peek_issuer_reads_only_iss() {
 
 // --- The JSON scanner: one test per rejection, each with an accepted near-miss. ---
 
+/// The registered claims as owned values, to compare in one assertion.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RegisteredClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Vec<String>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    jti: Option<String>,
+    sid: Option<String>,
+}
+
+fn registered(c: &Claims) -> RegisteredClaims {
+    let owned = |s: Option<&str>| s.map(str::to_owned);
+    RegisteredClaims {
+        iss: owned(c.iss()),
+        sub: owned(c.sub()),
+        aud: c.audiences().map(str::to_owned).collect(),
+        exp: c.exp(),
+        nbf: c.nbf(),
+        iat: c.iat(),
+        jti: owned(c.jti()),
+        sid: owned(c.sid()),
+    }
+}
+
 fn claims_of(json: &str) -> Result<RegisteredClaims, Rejection> {
-    parse_claims(&b64(json)).map(|(c, _)| c)
+    parse_claims(&b64(json)).map(|c| registered(&c))
 }
 
 fn claims_reason(json: &str) -> Reason {
@@ -187,7 +216,7 @@ fn claims_reason(json: &str) -> Reason {
 }
 
 fn header_reason(header: &str) -> Reason {
-    match parse(&token(header, "{}", "AAAA"), 1 << 20) {
+    match parse(&token(header, "{}", "AAAA"), 1 << 20, &mut HeaderBuf::new()) {
         Ok(_) => Reason::Ok,
         Err(r) => r.reason,
     }
@@ -652,7 +681,8 @@ fn header_member_types() {
         "{}",
         "AAAA",
     );
-    let jws = parse(&t, 8192).unwrap();
+    let mut buf = HeaderBuf::new();
+    let jws = parse(&t, 8192, &mut buf).unwrap();
     assert_eq!(jws.alg, Algorithm::HS256);
     assert_eq!(jws.kid.as_deref(), Some("k\"1"));
     assert_eq!(
@@ -666,12 +696,15 @@ fn headers_past_the_stack_buffer_and_over_the_bound() {
     let kid = "k".repeat(3000);
     let t = token(&format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#), "{}", "AAAA");
     assert_eq!(
-        parse(&t, 1 << 20).unwrap().kid.as_deref(),
+        parse(&t, 1 << 20, &mut HeaderBuf::new())
+            .unwrap()
+            .kid
+            .as_deref(),
         Some(kid.as_str())
     );
     let pad = "p".repeat(MAX_HEADER_BYTES);
     let t = token(&format!(r#"{{"alg":"HS256","x":"{pad}"}}"#), "{}", "AAAA");
-    let r = parse(&t, 1 << 20).unwrap_err();
+    let r = parse(&t, 1 << 20, &mut HeaderBuf::new()).unwrap_err();
     assert_eq!(r.reason, Reason::Malformed);
     assert!(r.detail.contains("limit"), "{}", r.detail);
 }
@@ -693,11 +726,64 @@ fn details_say_where_and_never_echo_long_values() {
 }
 
 #[test]
+fn the_kid_is_borrowed_from_the_header_buffer_unless_it_cannot_be() {
+    let mut buf = HeaderBuf::new();
+    let t = token(r#"{"alg":"HS256","kid":"k1"}"#, "{}", "AAAA");
+    let jws = parse(&t, 8192, &mut buf).unwrap();
+    assert!(
+        matches!(jws.kid, Some(Cow::Borrowed("k1"))),
+        "{:?}",
+        jws.kid
+    );
+    let t = token(r#"{"alg":"HS256","kid":"k\u0031"}"#, "{}", "AAAA");
+    let jws = parse(&t, 8192, &mut buf).unwrap();
+    assert!(
+        matches!(jws.kid, Some(Cow::Owned(ref k)) if k == "k1"),
+        "{:?}",
+        jws.kid
+    );
+    // Past the buffer the header is decoded on the heap, and the kid copied out of it.
+    let long = "k".repeat(300);
+    let t = token(
+        &format!(r#"{{"alg":"HS256","kid":"{long}"}}"#),
+        "{}",
+        "AAAA",
+    );
+    let jws = parse(&t, 8192, &mut buf).unwrap();
+    assert!(matches!(jws.kid, Some(Cow::Owned(ref k)) if *k == long));
+}
+
+#[test]
+fn claim_strings_with_and_without_escapes_are_read_back() {
+    let json = r#"{"iss":"i\u0031","sub":"plain","aud":["a","b\"c","d"],"jti":"\u00e9t\u00e9","sid":"s","x":"\n"}"#;
+    let c = parse_claims(&b64(json)).unwrap();
+    // The payload is returned as it was, whatever was decoded after it.
+    assert_eq!(c.payload(), json.as_bytes());
+    assert_eq!(c.iss(), Some("i1"));
+    assert_eq!(c.sub(), Some("plain"));
+    assert_eq!(c.jti(), Some("été"));
+    assert_eq!(c.sid(), Some("s"));
+    assert_eq!(c.audiences().collect::<Vec<_>>(), ["a", "b\"c", "d"]);
+    assert_eq!(peek_issuer(&b64(json)).as_deref(), Some("i1"));
+    let one = |aud: &str| {
+        let c = parse_claims(&b64(&format!(r#"{{"aud":{aud}}}"#))).unwrap();
+        c.audiences().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(one(r#""x""#), ["x"]);
+    assert_eq!(one(r#"["x"]"#), ["x"]);
+    assert_eq!(one(r#"["x","y"]"#), ["x", "y"]);
+    assert_eq!(one("[]"), Vec::<String>::new());
+    let none = parse_claims(&b64("{}")).unwrap();
+    assert_eq!(none.audiences().len(), 0);
+    assert_eq!((none.iss(), none.exp()), (None, None));
+}
+
+#[test]
 fn the_payload_is_returned_at_its_exact_size() {
     for json in ["{}", r#"{"a":1}"#, r#"{"ab":12}"#, r#"{"abc":123}"#] {
-        let (_, payload) = parse_claims(&b64(json)).unwrap();
-        assert_eq!(payload, json.as_bytes());
-        assert_eq!(payload.capacity(), payload.len(), "{json}");
+        // A `Box<str>` inside: no spare capacity by construction.
+        let claims = parse_claims(&b64(json)).unwrap();
+        assert_eq!(claims.payload(), json.as_bytes());
     }
     for bad in ["e30=", "e", "e30!", "e31"] {
         assert_eq!(
@@ -1020,11 +1106,12 @@ fn differential(json: &[u8], tally: &mut Tally) {
             );
             assert_eq!(peeked, None, "{shown}");
         }
-        (Some(o), Ok((claims, payload))) => {
+        (Some(o), Ok(claims)) => {
             tally.accepted += 1;
-            assert_eq!(payload, json);
+            assert_eq!(claims.payload(), json);
+            let claims = registered(claims);
             assert_eq!(
-                Some(claims),
+                Some(&claims),
                 expected_claims(o).as_ref(),
                 "claims differ: {shown}"
             );
@@ -1122,7 +1209,7 @@ fn signatures_of_every_size_decode_inline_or_on_the_heap() {
         let sig: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let t = token(r#"{"alg":"RS256"}"#, "{}", &URL_SAFE_NO_PAD.encode(&sig));
         assert_eq!(
-            parse(&t, 8192).unwrap().signature(),
+            parse(&t, 8192, &mut HeaderBuf::new()).unwrap().signature(),
             sig.as_slice(),
             "{len}"
         );
