@@ -287,6 +287,10 @@ fn bench_paired(
     });
     // The last samples are the measured ones; those before were the warm-up.
     let pairs = pairs.into_inner();
+    // Nothing ran: a filter on the command line left this benchmark out.
+    if pairs.is_empty() {
+        return;
+    }
     let pairs = &pairs[pairs.len().saturating_sub(SAMPLES)..];
     let per_call = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
     let median = |mut v: Vec<f64>| {

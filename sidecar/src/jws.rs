@@ -176,9 +176,19 @@ pub fn parse<'t>(
         ));
     }
     let (alg, kid) = match decoded_len(header_b64, "header")? {
-        n if n <= HEADER_STACK_BYTES => {
-            read_protected_header(decode_into(header_b64, &mut header_buf.0[..n], "header")?)?
-        }
+        n if n <= HEADER_STACK_BYTES => match recent::find(header_b64, header_buf) {
+            Some((alg, None)) => (alg, None),
+            Some((alg, Some(kid_len))) => {
+                let kid = utf8(&header_buf.0[..kid_len], "header")?;
+                (alg, Some(Cow::Borrowed(kid)))
+            }
+            None => {
+                let json = decode_into(header_b64, &mut header_buf.0[..n], "header")?;
+                let (alg, kid) = read_protected_header(json)?;
+                recent::remember(header_b64, alg, kid.as_deref());
+                (alg, kid)
+            }
+        },
         n if n <= MAX_HEADER_BYTES => {
             let heap = decode_b64(header_b64, "header")?;
             let (alg, kid) = read_protected_header(&heap)?;
@@ -224,6 +234,81 @@ pub fn parse<'t>(
         kid,
         signature,
     })
+}
+
+/// Protected headers this thread parsed lately, by their base64url text.
+///
+/// Tokens of one issuer and key share one header (`alg`, `typ`, `kid`), so most calls
+/// find theirs here and skip decoding and scanning it: about a third of Verify's own
+/// work besides the claims (see `docs/BENCHMARKS.md`). One small table per thread: no
+/// lock, no cache line shared between cores. Only headers that parsed are kept, keyed
+/// by their exact text, and parsing is a pure function of that text, so a hit answers
+/// exactly what a parse would; a header not found is parsed in full, so a stream of
+/// distinct headers only makes calls take the full path, as without the table.
+mod recent {
+    use std::cell::RefCell;
+
+    use super::{HEADER_STACK_BYTES, HeaderBuf};
+    use crate::algorithm::Algorithm;
+
+    /// Headers kept per thread: enough for a few issuers or a key rotation.
+    const SLOTS: usize = 4;
+
+    struct Header {
+        b64: Box<str>,
+        alg: Algorithm,
+        kid: Option<Box<str>>,
+    }
+
+    struct Table {
+        slots: [Option<Header>; SLOTS],
+        /// The slot the next new header replaces (round robin).
+        next: usize,
+    }
+
+    thread_local! {
+        static TABLE: RefCell<Table> = const {
+            RefCell::new(Table {
+                slots: [const { None }; SLOTS],
+                next: 0,
+            })
+        };
+    }
+
+    /// The algorithm of a header parsed before, and the length of its `kid`, which is
+    /// copied to the start of `buf` (it fits: the header it came from did).
+    pub(super) fn find(b64: &str, buf: &mut HeaderBuf) -> Option<(Algorithm, Option<usize>)> {
+        TABLE.with_borrow(|table| {
+            let hit = table.slots.iter().flatten().find(|h| *h.b64 == *b64)?;
+            let kid_len = hit.kid.as_deref().map(|kid| {
+                buf.0[..kid.len()].copy_from_slice(kid.as_bytes());
+                kid.len()
+            });
+            Some((hit.alg, kid_len))
+        })
+    }
+
+    /// Whether this thread holds `b64`.
+    #[cfg(test)]
+    pub(super) fn holds(b64: &str) -> bool {
+        TABLE.with_borrow(|table| table.slots.iter().flatten().any(|h| *h.b64 == *b64))
+    }
+
+    /// Keeps a header that parsed; only those short enough for a [`HeaderBuf`].
+    pub(super) fn remember(b64: &str, alg: Algorithm, kid: Option<&str>) {
+        if b64.len() > HEADER_STACK_BYTES / 3 * 4 {
+            return;
+        }
+        TABLE.with_borrow_mut(|table| {
+            let slot = table.next;
+            table.next = (slot + 1) % SLOTS;
+            table.slots[slot] = Some(Header {
+                b64: b64.into(),
+                alg,
+                kid: kid.map(Into::into),
+            });
+        });
+    }
 }
 
 /// Reads a decoded protected header and refuses what the sidecar does not accept:

@@ -1225,3 +1225,65 @@ fn signatures_of_every_size_decode_inline_or_on_the_heap() {
         assert_eq!(reason(&t), Reason::Malformed, "{bad}");
     }
 }
+
+#[test]
+fn a_header_seen_before_parses_exactly_as_the_first_time() {
+    let headers: [(&str, Algorithm, Option<&str>); 6] = [
+        (
+            r#"{"alg":"HS256","kid":"k1"}"#,
+            Algorithm::HS256,
+            Some("k1"),
+        ),
+        (
+            r#"{"alg":"ES256","kid":"k\u0032"}"#,
+            Algorithm::ES256,
+            Some("k2"),
+        ),
+        (r#"{"alg":"RS256","typ":"JWT"}"#, Algorithm::RS256, None),
+        (r#"{"alg":"EdDSA","kid":""}"#, Algorithm::EdDSA, Some("")),
+        (
+            r#"{"kid":"k5","alg":"PS256"}"#,
+            Algorithm::PS256,
+            Some("k5"),
+        ),
+        (
+            r#"{"alg":"ES384","kid":"é-6"}"#,
+            Algorithm::ES384,
+            Some("é-6"),
+        ),
+    ];
+    // More headers than a thread keeps: misses and evictions, then hits (the last four
+    // are held), then all of them again.
+    let order = (0..6).chain(2..6).chain(2..6).chain(0..6);
+    let mut hits = 0;
+    for i in order {
+        let (header, alg, kid) = headers[i];
+        hits += usize::from(recent::holds(&b64(header)));
+        let t = token(header, "{}", "AAAA");
+        let mut buf = HeaderBuf::new();
+        let jws = parse(&t, 8192, &mut buf).unwrap();
+        assert_eq!((jws.alg, jws.kid.as_deref()), (alg, kid), "{header}");
+    }
+    assert!(hits >= 8, "{hits} hits");
+    // A remembered header does not vouch for the rest of the token.
+    let held = b64(headers[5].0);
+    assert_eq!(
+        reason(&format!("{held}.{}.", b64("{}"))),
+        Reason::BadSignature
+    );
+    assert_eq!(reason(&format!("{held}..AAAA")), Reason::Malformed);
+}
+
+#[test]
+fn a_header_that_fails_is_never_remembered() {
+    for header in [
+        r#"{"alg":"none"}"#,
+        r#"{"alg":"HS256","crit":["x"]}"#,
+        r#"{"alg":"HS256","alg":"HS256"}"#,
+    ] {
+        let t = token(header, "{}", "AAAA");
+        let first = reason(&t);
+        assert_eq!(reason(&t), first, "{header}");
+        assert!(!recent::holds(&b64(header)), "{header}");
+    }
+}
