@@ -99,9 +99,9 @@ impl Default for HeaderBuf {
     }
 }
 
-/// Longest signature kept inline: HMAC tags (up to 64 bytes), ECDSA (64, 96) and
-/// EdDSA (64).
-const INLINE_SIGNATURE_LEN: usize = 96;
+/// Longest signature kept inline: HMAC tags (up to 64 bytes), ECDSA (64, 96), EdDSA
+/// (64) and RSA-2048 (256), the usual RSA size; longer RSA signatures go to the heap.
+const INLINE_SIGNATURE_LEN: usize = 256;
 
 /// A decoded signature: inline when short, so that no allocation is made and the
 /// parsed token stays small to move; on the heap when longer (RSA, whose check costs
