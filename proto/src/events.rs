@@ -223,6 +223,26 @@ fn validate_text(field: &'static str, s: &str, required: bool) -> Result<(), Eve
     Ok(())
 }
 
+/// A revocation's kind, cut-off and expiry from their protobuf values: a zero cut-off
+/// on a subject or issuer rule means the creation time, a zero expiry none.
+fn revoke_terms(
+    kind: i32,
+    cutoff: i64,
+    expires_at: i64,
+    created_at_ms: i64,
+) -> Result<(RuleKind, i64, Option<i64>), EventError> {
+    let kind = pb::RuleKind::try_from(kind)
+        .ok()
+        .and_then(RuleKind::from_proto)
+        .ok_or_else(|| EventError::invalid("kind", "unknown or unspecified"))?;
+    let cutoff = if cutoff == 0 && kind.has_cutoff() {
+        created_at_ms.div_euclid(1000)
+    } else {
+        cutoff
+    };
+    Ok((kind, cutoff, (expires_at != 0).then_some(expires_at)))
+}
+
 impl Event {
     /// Validates an event assembled in memory (all constructors end here). The rules
     /// are [`EventRef::validate`]'s: one check for owned and borrowed events.
@@ -235,21 +255,14 @@ impl Event {
     pub fn from_proto(ev: pb::RevocationEvent) -> Result<Self, EventError> {
         let action = match pb::EventAction::try_from(ev.action) {
             Ok(pb::EventAction::Revoke) => {
-                let kind = pb::RuleKind::try_from(ev.kind)
-                    .ok()
-                    .and_then(RuleKind::from_proto)
-                    .ok_or_else(|| EventError::invalid("kind", "unknown or unspecified"))?;
-                let cutoff = if ev.cutoff == 0 && kind.has_cutoff() {
-                    ev.created_at_ms.div_euclid(1000)
-                } else {
-                    ev.cutoff
-                };
+                let (kind, cutoff, expires_at) =
+                    revoke_terms(ev.kind, ev.cutoff, ev.expires_at, ev.created_at_ms)?;
                 Action::Revoke(Revoke {
                     kind,
                     issuer: ev.issuer,
                     targets: ev.targets,
                     cutoff,
-                    expires_at: (ev.expires_at != 0).then_some(ev.expires_at),
+                    expires_at,
                 })
             }
             Ok(pb::EventAction::Lift) => Action::Lift {

@@ -103,9 +103,11 @@ impl Default for HeaderBuf {
 /// (64) and RSA-2048 (256), the usual RSA size; longer RSA signatures go to the heap.
 const INLINE_SIGNATURE_LEN: usize = 256;
 
-/// A decoded signature: inline when short, so that no allocation is made and the
-/// parsed token stays small to move; on the heap when longer (RSA, whose check costs
-/// a thousand times the allocation).
+/// A decoded signature: inline up to RSA-2048, so that no allocation is made (an
+/// allocation and its free measured ~0.1 µs of RS256's overhead, more than moving the
+/// 264 bytes); on the heap when longer (RSA-3072 and up, whose check costs a thousand
+/// times the allocation).
+#[allow(clippy::large_enum_variant)] // The large variant is the common one, on purpose.
 enum SignatureBytes {
     Inline {
         buf: [u8; INLINE_SIGNATURE_LEN],

@@ -22,4 +22,6 @@ pub mod publisher;
 pub mod standalone;
 pub mod sync;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod verify;

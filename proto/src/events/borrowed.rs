@@ -12,7 +12,10 @@
 //! writer of these events uses) are skipped like prost skips them, with the same
 //! nesting limit.
 
-use super::{Action, Event, EventError, MAX_TARGETS, RuleKind, validate_event_id, validate_text};
+use super::{
+    Action, Event, EventError, MAX_TARGETS, RuleKind, revoke_terms, validate_event_id,
+    validate_text,
+};
 
 /// `RevocationEvent` field numbers (see `proto/denylist/v1/events.proto`).
 mod field {
@@ -208,26 +211,14 @@ impl<'a> EventRef<'a> {
         };
         let action = match raw.action {
             ACTION_REVOKE => {
-                let kind = match raw.kind {
-                    1 => RuleKind::Jti,
-                    2 => RuleKind::Subject,
-                    3 => RuleKind::Session,
-                    4 => RuleKind::Key,
-                    5 => RuleKind::Issuer,
-                    _ => return Err(EventError::invalid("kind", "unknown or unspecified")),
-                };
-                // The same defaults as `Event::from_proto`.
-                let cutoff = if raw.cutoff == 0 && kind.has_cutoff() {
-                    raw.created_at_ms.div_euclid(1000)
-                } else {
-                    raw.cutoff
-                };
+                let (kind, cutoff, expires_at) =
+                    revoke_terms(raw.kind, raw.cutoff, raw.expires_at, raw.created_at_ms)?;
                 ActionRef::Revoke(RevokeRef {
                     kind,
                     issuer: raw.issuer,
                     targets,
                     cutoff,
-                    expires_at: (raw.expires_at != 0).then_some(raw.expires_at),
+                    expires_at,
                 })
             }
             ACTION_LIFT => ActionRef::Lift { event_ids: targets },

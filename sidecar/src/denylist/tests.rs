@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::*;
 use crate::clock::ManualClock;
 use crate::events::{Action, Event, Revoke, RuleKind};
+use crate::testing::Rng;
 
 /// 2023-11-14T22:13:20Z, in milliseconds.
 const T0_MS: i64 = 1_700_000_000_000;
@@ -961,21 +962,6 @@ fn denylist_is_shareable_across_threads() {
 }
 
 // --- A replacement in parts against applying the same events one by one. ---
-
-/// xorshift64*: deterministic, good enough to explore event sequences.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).expect("small")
-    }
-}
 
 /// Events with everything a snapshot or a file may hold: several kinds and issuers,
 /// repeated targets within an event and across events, repeated event ids, expired

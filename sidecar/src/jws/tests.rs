@@ -2,6 +2,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::*;
+use crate::testing::Rng;
 
 fn b64(s: &str) -> String {
     URL_SAFE_NO_PAD.encode(s)
@@ -795,27 +796,6 @@ fn the_payload_is_returned_at_its_exact_size() {
 }
 
 // --- Differential test against serde_json. ---
-
-/// xorshift64*: deterministic, good enough to explore inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).expect("small")
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'p>(&mut self, items: &[&'p str]) -> &'p str {
-        items[self.below(items.len())]
-    }
-}
 
 const REGISTERED: [&str; 8] = ["iss", "sub", "jti", "sid", "aud", "exp", "nbf", "iat"];
 
