@@ -8,9 +8,9 @@
 //! allocates nothing, and validates exactly as [`Event`] does: the validation itself
 //! lives here and [`Event::validate`] calls it through a view.
 //!
-//! Differences from prost, all stricter or invisible: groups (a proto2 feature no
-//! writer of these events uses) are skipped like prost skips them, with the same
-//! nesting limit.
+//! It differs from prost only in the text of a decoding error. Unknown fields are
+//! skipped as prost skips them, groups (a proto2 feature no writer of these events
+//! uses) included, with prost's nesting limit.
 
 use super::{
     Action, Event, EventError, MAX_TARGETS, RuleKind, revoke_terms, validate_event_id,
