@@ -277,7 +277,8 @@ impl Denylist {
             return Applied::default();
         }
         // Hash outside the lock: a 10 000-target event takes a few hundred µs.
-        let fps = self.rule_fingerprints(revoke);
+        let mut fps = Vec::new();
+        self.push_rules(revoke, 0, &mut fps);
         let mut writer = self.writer.lock();
         if writer.knows(event.event_id) {
             return Applied {
@@ -287,9 +288,9 @@ impl Denylist {
         }
         let provenance = writer.provenance(event.reason, event.actor);
         let meta = event_meta(event, revoke, drop_at, fps.len(), provenance);
-        writer.insert(Arc::clone(&meta));
+        writer.try_insert(&meta);
         let run = Run {
-            rules: fps.iter().map(|&fp| (fp, Arc::clone(&meta))).collect(),
+            rules: fps.iter().map(|&(fp, _)| (fp, Arc::clone(&meta))).collect(),
             kinds: kind_bit(revoke.kind),
         };
         let current = self.current.load_full();
@@ -663,7 +664,7 @@ impl Denylist {
             }
         }
         if runs.len() > 1 {
-            recent.sort_unstable_by_key(|rule| rule.0);
+            sort_rules(&mut recent);
         }
         // Two-way merge of the (sorted) old base with the (sorted) recent rules.
         let capacity = base.fps.len() + recent.len();
@@ -735,22 +736,6 @@ impl Denylist {
             (None, RuleKind::Key) => return i64::MAX,
         };
         expiry.saturating_add(EXPIRY_GRACE_SECS)
-    }
-
-    /// The sorted, de-duplicated fingerprints of a revocation's rules.
-    fn rule_fingerprints(&self, revoke: &RevokeRef<'_>) -> Vec<Fp> {
-        let mut fps: Vec<Fp> = if revoke.kind == RuleKind::Issuer {
-            vec![self.fingerprints.of(RuleKind::Issuer, revoke.issuer, "")]
-        } else {
-            revoke
-                .targets
-                .iter()
-                .map(|t| self.fingerprints.of(revoke.kind, revoke.issuer, t))
-                .collect()
-        };
-        fps.sort_unstable();
-        fps.dedup();
-        fps
     }
 
     /// Appends the rules of a revocation (its de-duplicated fingerprints, each with
@@ -1139,11 +1124,6 @@ impl Writer {
             self.owned_bytes -= provenance_bytes(&old);
         }
         fresh
-    }
-
-    /// Records a revocation event's metadata (its id becomes known).
-    fn insert(&mut self, meta: Arc<EventMeta>) {
-        self.try_insert(&meta);
     }
 
     /// Records a revocation event's metadata unless its id is among the known
