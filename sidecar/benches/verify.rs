@@ -2,11 +2,12 @@
 //! same token and `jsonwebtoken::decode`, measured in the same run; plus the
 //! verified-token cache hit.
 //!
-//! `<alg>/paired` measures the overhead itself: every sample times a batch of Verify
-//! calls and a batch of bare (pre-parsed key) checks back to back, in alternating
-//! order, so that load from other processes during a sample lands on both. Criterion's
-//! figure for it is the Verify half; the bench prints the medians of both halves and of
-//! the per-sample difference.
+//! `<alg>/paired` measures the overhead itself: every sample alternates short timed
+//! blocks of Verify calls and of bare (pre-parsed key) checks, ~20 µs each or a single
+//! call for the slow signatures, in alternating order, so that load from other
+//! processes and changes of clock speed land on both halves alike. Criterion's figure
+//! for it is the Verify half; the bench prints the medians of both halves and the
+//! median of the per-block differences, the overhead.
 //!
 //! `cargo bench -p denylist-sidecar --bench verify`
 
@@ -243,8 +244,13 @@ audiences = ["orders-api"]
 /// Criterion samples per benchmark.
 const SAMPLES: usize = 50;
 
-/// One paired sample: Verify and bare batch times, and the calls in each batch.
-type Pair = (Duration, Duration, u64);
+/// How long one timed block of calls should last: long enough that the two clock
+/// reads around it are noise, short enough that the machine cannot change speed
+/// between a Verify block and the bare block beside it.
+const BLOCK: Duration = Duration::from_micros(20);
+
+/// One paired sample: the per-call Verify and bare times of its blocks, in µs.
+type Blocks = Vec<(f64, f64)>;
 
 /// `<alg>/paired`: see the module docs. Prints the medians when done.
 fn bench_paired(
@@ -254,60 +260,71 @@ fn bench_paired(
     token: &str,
     bare: impl Fn() -> bool,
 ) {
-    let pairs: RefCell<Vec<Pair>> = RefCell::new(Vec::new());
+    let run = |calls: u64, f: &dyn Fn()| {
+        let start = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        start.elapsed()
+    };
+    let verify = || {
+        black_box(verifier.verify(black_box(token)).reason);
+    };
+    let check = || {
+        black_box(bare());
+    };
+    // Calls per block: one for the slow signatures (ES384 takes ~200 µs), dozens for HMAC.
+    let probe = run(1000, &check) / 1000;
+    let per_block = (BLOCK.as_nanos() / probe.as_nanos().max(1)).clamp(1, 1000) as u64;
+
+    let samples: RefCell<Vec<Blocks>> = RefCell::new(Vec::new());
     group.bench_function(format!("{alg}/paired"), |b| {
         b.iter_custom(|iters| {
-            let verify = || {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(verifier.verify(black_box(token)).reason);
-                }
-                start.elapsed()
-            };
-            let check = || {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(bare());
-                }
-                start.elapsed()
-            };
-            // Alternating which half goes first cancels any effect of going second
-            // (warmer caches, a frequency step).
-            let (v, c) = if pairs.borrow().len().is_multiple_of(2) {
-                let v = verify();
-                (v, check())
-            } else {
-                let c = check();
-                (verify(), c)
-            };
-            pairs.borrow_mut().push((v, c, iters));
-            // Criterion plans its iteration counts on this, so it must be a real time.
-            v
+            let blocks = iters.div_ceil(per_block);
+            let mut sample = Vec::with_capacity(blocks as usize);
+            let mut verify_total = Duration::ZERO;
+            for i in 0..blocks {
+                // Alternating which half goes first cancels any effect of going second
+                // (warmer caches, a frequency step).
+                let (v, c) = if i % 2 == 0 {
+                    let v = run(per_block, &verify);
+                    (v, run(per_block, &check))
+                } else {
+                    let c = run(per_block, &check);
+                    (run(per_block, &verify), c)
+                };
+                verify_total += v;
+                let per_call = |d: Duration| d.as_secs_f64() * 1e6 / per_block as f64;
+                sample.push((per_call(v), per_call(c)));
+            }
+            samples.borrow_mut().push(sample);
+            // Criterion plans its iteration counts on this, so it must be a real time:
+            // the Verify half, scaled to the `iters` calls it asked for.
+            verify_total.mul_f64(iters as f64 / (blocks * per_block) as f64)
         })
     });
     // The last samples are the measured ones; those before were the warm-up.
-    let pairs = pairs.into_inner();
+    let samples = samples.into_inner();
     // Nothing ran: a filter on the command line left this benchmark out.
-    if pairs.is_empty() {
+    if samples.is_empty() {
         return;
     }
-    let pairs = &pairs[pairs.len().saturating_sub(SAMPLES)..];
-    let per_call = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n as f64;
+    let samples = &samples[samples.len().saturating_sub(SAMPLES)..];
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let verify = median(pairs.iter().map(|&(v, _, n)| per_call(v, n)).collect());
-    let check = median(pairs.iter().map(|&(_, c, n)| per_call(c, n)).collect());
-    let diff = median(
-        pairs
-            .iter()
-            .map(|&(v, c, n)| per_call(v, n) - per_call(c, n))
-            .collect(),
-    );
+    let mean =
+        |b: &Blocks, half: fn(&(f64, f64)) -> f64| b.iter().map(half).sum::<f64>() / b.len() as f64;
+    let verify = median(samples.iter().map(|s| mean(s, |p| p.0)).collect());
+    let check = median(samples.iter().map(|s| mean(s, |p| p.1)).collect());
+    let blocks: Vec<f64> = samples.iter().flatten().map(|(v, c)| v - c).collect();
+    let n = blocks.len();
+    let diff = median(blocks);
     println!(
-        "paired {alg}: Verify {verify:.3} µs, bare {check:.3} µs, \
-         overhead {:+.3} µs (difference of medians), {diff:+.3} µs (median of differences)",
+        "paired {alg}: Verify {verify:.3} µs, bare {check:.3} µs, overhead {diff:+.3} µs \
+         (median of {n} block differences, {per_block} calls a block), {:+.3} µs \
+         (difference of sample medians)",
         verify - check
     );
 }
