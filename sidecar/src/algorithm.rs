@@ -104,6 +104,17 @@ impl Algorithm {
     pub fn is_hmac(self) -> bool {
         self.family() == KeyFamily::Hmac
     }
+
+    /// For an HMAC algorithm, the shortest secret it may be used with: the size of its
+    /// hash's output (RFC 7518 §3.2, a MUST). `None` for the public-key algorithms.
+    pub fn min_hmac_secret_bytes(self) -> Option<usize> {
+        match self {
+            Self::HS256 => Some(32),
+            Self::HS384 => Some(48),
+            Self::HS512 => Some(64),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Algorithm {

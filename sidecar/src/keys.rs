@@ -55,7 +55,8 @@ pub enum KeyError {
     /// material where a public key belongs.
     #[error("invalid key: {0}")]
     Invalid(String),
-    /// A well-formed key that is too weak: RSA under 2048 bits, HMAC secret under 32 bytes.
+    /// A well-formed key that is too weak: RSA under 2048 bits, an HMAC secret under 32
+    /// bytes or shorter than the hash of an algorithm it is to verify.
     #[error("weak key: {0}")]
     Weak(String),
     /// A JWK that is not meant for signature verification (`"use": "enc"`, or `key_ops`

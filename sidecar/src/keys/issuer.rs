@@ -76,7 +76,12 @@ enum Source {
     },
     JwksFile(PathBuf),
     Pem(Vec<KeyFile>),
-    Hmac(Vec<KeyFile>),
+    Hmac {
+        files: Vec<KeyFile>,
+        /// Of the issuer's allowed algorithms, the one that needs the longest secret:
+        /// every secret file must be long enough for it.
+        longest: Option<Algorithm>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +105,27 @@ impl SourceError {
             error,
         }
     }
+}
+
+/// An HMAC key from a secret file's bytes, refused if the secret is shorter than
+/// `longest`, the issuer's allowed algorithm with the longest hash, needs: a secret
+/// too short for an algorithm the config allows is a config mistake, told at start.
+fn hmac_key(
+    secret: &[u8],
+    kid: Option<String>,
+    longest: Option<Algorithm>,
+) -> Result<VerifyingKey, KeyError> {
+    if let Some(alg) = longest
+        && let Some(min) = alg.min_hmac_secret_bytes()
+        && secret.len() < min
+    {
+        return Err(KeyError::Weak(format!(
+            "HMAC secret has {} bytes; {alg}, in the issuer's algorithms, needs at least \
+             {min} (RFC 7518 §3.2)",
+            secret.len()
+        )));
+    }
+    VerifyingKey::from_hmac_secret(secret, kid)
 }
 
 impl IssuerKeys {
@@ -144,7 +170,14 @@ impl IssuerKeys {
                     .ok_or_else(|| config_error("jwks_file is not set"))?,
             ),
             KeySourceKind::Pem => Source::Pem(k.pem_files.clone()),
-            KeySourceKind::Hmac => Source::Hmac(k.hmac_secret_files.clone()),
+            KeySourceKind::Hmac => Source::Hmac {
+                files: k.hmac_secret_files.clone(),
+                longest: config
+                    .algorithms
+                    .iter()
+                    .copied()
+                    .max_by_key(|a| a.min_hmac_secret_bytes()),
+            },
         };
         let keys = Self {
             issuer,
@@ -187,8 +220,9 @@ impl IssuerKeys {
     /// With a `kid`: the key with that kid; else, if exactly one key without a kid accepts
     /// `alg`, that one; else [`KeyLookupError::UnknownKey`]. Without a `kid`: the one key
     /// that accepts `alg`; several (or none) is [`KeyLookupError::UnknownKey`] — no
-    /// guessing. A key "accepts" `alg` when its family fits and, for a JWK with an `alg`,
-    /// that `alg` is the same. [`KeyLookupError::NoKeys`] if the issuer has no keys yet.
+    /// guessing. A key "accepts" `alg` when its family fits, for a JWK with an `alg` that
+    /// `alg` is the same, and for HMAC its secret is long enough for the hash.
+    /// [`KeyLookupError::NoKeys`] if the issuer has no keys yet.
     ///
     /// The key found by kid is returned even if `alg` does not fit it: its
     /// [`VerifyingKey::verify`] then answers `WrongKeyType`.
@@ -337,8 +371,11 @@ impl IssuerKeys {
                 self.install_jwks(&body, &shown, last_digest)
                     .map_err(|e| SourceError::new(&shown, e))
             }
-            Source::Pem(files) | Source::Hmac(files) => {
-                let hmac = matches!(self.source, Source::Hmac(_));
+            Source::Pem(files) | Source::Hmac { files, .. } => {
+                let longest = match &self.source {
+                    Source::Hmac { longest, .. } => Some(*longest),
+                    _ => None,
+                };
                 let mut contents = Vec::with_capacity(files.len());
                 let mut ctx = digest::Context::new(&digest::SHA256);
                 for file in files {
@@ -355,7 +392,7 @@ impl IssuerKeys {
                 }
                 let mut keys = Vec::with_capacity(files.len());
                 for (file, bytes) in files.iter().zip(&contents) {
-                    let key = if hmac {
+                    let key = if let Some(longest) = longest {
                         if bytes.ends_with(b"\n") {
                             tracing::warn!(
                                 issuer = %self.issuer,
@@ -363,7 +400,7 @@ impl IssuerKeys {
                                 "HMAC secret file ends with a newline, which is part of the secret"
                             );
                         }
-                        VerifyingKey::from_hmac_secret(bytes, file.kid.clone())
+                        hmac_key(bytes, file.kid.clone(), longest)
                     } else {
                         VerifyingKey::from_pem(bytes, file.kid.clone())
                     };
@@ -429,19 +466,25 @@ impl IssuerKeys {
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                 s.last_error = Some(format!("{}: {}", e.location, e.error));
                 drop(s);
+                // At start there is nothing to keep; saying so avoids a false comfort.
+                let kept = if self.keys.load().len() == 0 {
+                    "no keys are loaded yet"
+                } else {
+                    "keeping the last good keys"
+                };
                 if self.kind == KeySourceKind::JwksUrl {
                     tracing::warn!(
                         issuer = %self.issuer,
                         url = %e.location,
                         error = %e.error,
-                        "JWKS fetch failed; keeping the last good keys"
+                        "JWKS fetch failed; {kept}"
                     );
                 } else {
                     tracing::warn!(
                         issuer = %self.issuer,
                         file = %e.location,
                         error = %e.error,
-                        "key file load failed; keeping the last good keys"
+                        "key file load failed; {kept}"
                     );
                 }
             }
@@ -458,7 +501,7 @@ impl fmt::Debug for IssuerKeys {
         let location = match &self.source {
             Source::JwksUrl { shown, .. } => shown.clone(),
             Source::JwksFile(path) => path.display().to_string(),
-            Source::Pem(files) | Source::Hmac(files) => format!("{} file(s)", files.len()),
+            Source::Pem(files) | Source::Hmac { files, .. } => format!("{} file(s)", files.len()),
         };
         f.debug_struct("IssuerKeys")
             .field("issuer", &self.issuer)

@@ -111,6 +111,14 @@ pub(super) fn parse(jwk: &Value) -> Result<VerifyingKey, KeyError> {
             "\"alg\" {alg} does not fit this {kty} key"
         )));
     }
+    if let Some(alg) = alg
+        && !key.accepts(alg)
+    {
+        return Err(KeyError::Weak(format!(
+            "\"alg\" {alg} needs a secret of at least {} bytes (RFC 7518 §3.2)",
+            alg.min_hmac_secret_bytes().unwrap_or_default()
+        )));
+    }
     Ok(key.with_algorithm(alg).with_kid(kid))
 }
 

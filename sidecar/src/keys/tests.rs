@@ -328,14 +328,15 @@ fn private_keys_and_unsupported_curves_are_rejected_with_reasons() {
 
 #[test]
 fn hmac_secret_verifies_in_every_size() {
-    let key = VerifyingKey::from_hmac_secret(SECRET, Some("h".into())).expect("secret");
+    let secret = fixture("hmac-64.secret");
+    let key = VerifyingKey::from_hmac_secret(&secret, Some("h".into())).expect("secret");
     assert_eq!(key.family(), KeyFamily::Hmac);
     for (alg, h) in [
         (Algorithm::HS256, hmac::HMAC_SHA256),
         (Algorithm::HS384, hmac::HMAC_SHA384),
         (Algorithm::HS512, hmac::HMAC_SHA512),
     ] {
-        let tag = hmac_sign(h, SECRET, INPUT);
+        let tag = hmac_sign(h, &secret, INPUT);
         assert_verifies(&key, alg, &tag);
         assert_eq!(
             key.verify(alg, INPUT, &tag[..tag.len() - 1]),
@@ -351,6 +352,35 @@ fn hmac_secret_verifies_in_every_size() {
         key.verify(Algorithm::HS256, INPUT, &other),
         Err(SignatureError::Invalid)
     );
+}
+
+/// RFC 7518 §3.2: a secret shorter than the hash output MUST NOT be used with it.
+#[test]
+fn hmac_secret_verifies_only_the_hashes_it_is_long_enough_for() {
+    let secret = fixture("hmac-64.secret");
+    let all = [
+        (Algorithm::HS256, hmac::HMAC_SHA256),
+        (Algorithm::HS384, hmac::HMAC_SHA384),
+        (Algorithm::HS512, hmac::HMAC_SHA512),
+    ];
+    for (len, usable) in [(32, 1), (47, 1), (48, 2), (63, 2), (64, 3)] {
+        let secret = &secret[..len];
+        let key = VerifyingKey::from_hmac_secret(secret, None).expect("secret");
+        for (i, (alg, h)) in all.into_iter().enumerate() {
+            let tag = hmac_sign(h, secret, INPUT);
+            if i < usable {
+                assert!(key.accepts(alg), "{len} bytes, {alg}");
+                assert_verifies(&key, alg, &tag);
+            } else {
+                assert!(!key.accepts(alg), "{len} bytes, {alg}");
+                assert_eq!(
+                    key.verify(alg, INPUT, &tag),
+                    Err(SignatureError::WrongKeyType),
+                    "{len} bytes, {alg}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -443,18 +473,23 @@ fn jwk_from_generated_keys_verifies() {
     let key = VerifyingKey::from_jwk(&jwk).expect("OKP JWK");
     assert_verifies(&key, Algorithm::EdDSA, ed.sign(INPUT).as_ref());
 
-    let jwk = json!({"kty": "oct", "kid": "s", "k": b64url(SECRET), "alg": "HS384"});
+    let secret = &fixture("hmac-64.secret")[..48];
+    let jwk = json!({"kty": "oct", "kid": "s", "k": b64url(secret), "alg": "HS384"});
     let key = VerifyingKey::from_jwk(&jwk).expect("oct JWK");
     assert_verifies(
         &key,
         Algorithm::HS384,
-        &hmac_sign(hmac::HMAC_SHA384, SECRET, INPUT),
+        &hmac_sign(hmac::HMAC_SHA384, secret, INPUT),
     );
-    let tag = hmac_sign(hmac::HMAC_SHA256, SECRET, INPUT);
+    let tag = hmac_sign(hmac::HMAC_SHA256, secret, INPUT);
     assert_eq!(
         key.verify(Algorithm::HS256, INPUT, &tag),
         Err(SignatureError::WrongKeyType)
     );
+    // An `alg` whose hash is longer than the secret: refused, not kept as a dead key.
+    let jwk = json!({"kty": "oct", "k": b64url(&secret[..47]), "alg": "HS384"});
+    let message = invalid_message(VerifyingKey::from_jwk(&jwk));
+    assert!(message.contains("at least 48 bytes"), "{message}");
 }
 
 #[test]
@@ -915,6 +950,50 @@ async fn bad_key_files_fail_the_load_naming_issuer_and_file() {
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains(expected), "{message:?} lacks {expected:?}");
     }
+}
+
+#[tokio::test]
+async fn hmac_secret_too_short_for_an_allowed_algorithm_fails_the_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("40.secret");
+    std::fs::write(&secret, &fixture("hmac-64.secret")[..40]).expect("write");
+    let keys = KeySourceConfig {
+        hmac_secret_files: vec![KeyFile {
+            path: secret.clone(),
+            kid: Some("h".into()),
+        }],
+        ..KeySourceConfig::default()
+    };
+    let with = |algorithms: Vec<Algorithm>| IssuerConfig {
+        algorithms,
+        ..issuer("https://hmac.example", keys.clone())
+    };
+
+    let (_, shared) = clock();
+    let issuers = [with(vec![Algorithm::HS256, Algorithm::HS512])];
+    let err = with_timeout(KeyStore::load(&issuers, shared))
+        .await
+        .expect_err("40 bytes is too short for HS512");
+    let message = err.to_string();
+    for part in [
+        "\"https://hmac.example\"",
+        &secret.display().to_string(),
+        "40 bytes",
+        "HS512",
+        "at least 64",
+    ] {
+        assert!(message.contains(part), "{message:?} lacks {part:?}");
+    }
+
+    // The same file serves an issuer that allows only what it is long enough for.
+    let (_, shared) = clock();
+    let store = with_timeout(KeyStore::load(&[with(vec![Algorithm::HS256])], shared))
+        .await
+        .expect("40 bytes is enough for HS256");
+    let keys = store.issuer("https://hmac.example").expect("issuer");
+    let key = keys.key_for(Some("h"), Algorithm::HS256).expect("h");
+    let tag = hmac_sign(hmac::HMAC_SHA256, &fixture("hmac-64.secret")[..40], INPUT);
+    assert_eq!(key.verify(Algorithm::HS256, INPUT, &tag), Ok(()));
 }
 
 #[tokio::test]

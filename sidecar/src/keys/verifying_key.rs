@@ -36,10 +36,12 @@ enum Material {
     Ed25519(ParsedPublicKey),
 }
 
+/// One secret keyed for each HMAC hash it is long enough for (RFC 7518 §3.2: at least
+/// the hash's output size), so a 32-byte secret never verifies HS384 or HS512.
 struct HmacKeys {
     hs256: hmac::Key,
-    hs384: hmac::Key,
-    hs512: hmac::Key,
+    hs384: Option<hmac::Key>,
+    hs512: Option<hmac::Key>,
 }
 
 /// An RSA key parsed for each padding and digest: aws-lc binds a parsed key to one
@@ -99,8 +101,9 @@ impl VerifyingKey {
         Ok(key)
     }
 
-    /// An HMAC key (HS256/384/512) from the raw secret bytes, which must be at least
-    /// 32 bytes long.
+    /// An HMAC key from the raw secret bytes, which must be at least 32 bytes long. It
+    /// verifies HS256, and HS384 and HS512 only if it is at least as long as their hash
+    /// output (48 and 64 bytes), as RFC 7518 §3.2 requires.
     pub fn from_hmac_secret(secret: &[u8], kid: Option<String>) -> Result<Self, KeyError> {
         if secret.len() < MIN_HMAC_SECRET_BYTES {
             return Err(KeyError::Weak(format!(
@@ -117,8 +120,8 @@ impl VerifyingKey {
             alg: None,
             material: Material::Hmac(Box::new(HmacKeys {
                 hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
-                hs384: hmac::Key::new(hmac::HMAC_SHA384, secret),
-                hs512: hmac::Key::new(hmac::HMAC_SHA512, secret),
+                hs384: (secret.len() >= 48).then(|| hmac::Key::new(hmac::HMAC_SHA384, secret)),
+                hs512: (secret.len() >= 64).then(|| hmac::Key::new(hmac::HMAC_SHA512, secret)),
             })),
             fingerprint: fingerprint_of(ctx.finish()),
         })
@@ -150,15 +153,22 @@ impl VerifyingKey {
         self.alg
     }
 
-    /// Whether the key can verify `alg` (right family, and the JWK `alg` if any).
+    /// Whether the key can verify `alg`: the right family, the JWK `alg` if any, and
+    /// for HMAC a secret at least as long as the hash output.
     pub fn accepts(&self, alg: Algorithm) -> bool {
-        alg.family() == self.family && self.alg.is_none_or(|a| a == alg)
+        alg.family() == self.family
+            && self.alg.is_none_or(|a| a == alg)
+            && match (&self.material, alg) {
+                (Material::Hmac(k), Algorithm::HS384) => k.hs384.is_some(),
+                (Material::Hmac(k), Algorithm::HS512) => k.hs512.is_some(),
+                _ => true,
+            }
     }
 
     /// Checks the signature over `signing_input` (the ASCII `header.payload`).
     ///
-    /// [`SignatureError::WrongKeyType`] if `alg` does not fit the key (another family, or
-    /// the JWK's `alg` names another algorithm). [`SignatureError::Invalid`] otherwise when
+    /// [`SignatureError::WrongKeyType`] if `alg` does not fit the key (another family,
+    /// the JWK's `alg` names another algorithm, or an HMAC secret too short for it). [`SignatureError::Invalid`] otherwise when
     /// the check fails. ECDSA signatures must be the fixed-length r‖s form JWS uses (64
     /// bytes for ES256, 96 for ES384): a DER-encoded signature, any other length, or a
     /// zero r or s is invalid. HMAC tags are compared in constant time.
@@ -175,12 +185,14 @@ impl VerifyingKey {
             (Material::Hmac(k), Algorithm::HS256) => {
                 hmac::verify(&k.hs256, signing_input, signature)
             }
-            (Material::Hmac(k), Algorithm::HS384) => {
-                hmac::verify(&k.hs384, signing_input, signature)
-            }
-            (Material::Hmac(k), Algorithm::HS512) => {
-                hmac::verify(&k.hs512, signing_input, signature)
-            }
+            (Material::Hmac(k), Algorithm::HS384) => match &k.hs384 {
+                Some(key) => hmac::verify(key, signing_input, signature),
+                None => return Err(SignatureError::WrongKeyType),
+            },
+            (Material::Hmac(k), Algorithm::HS512) => match &k.hs512 {
+                Some(key) => hmac::verify(key, signing_input, signature),
+                None => return Err(SignatureError::WrongKeyType),
+            },
             (Material::Rsa(k), Algorithm::RS256) => k.rs256.verify_sig(signing_input, signature),
             (Material::Rsa(k), Algorithm::RS384) => k.rs384.verify_sig(signing_input, signature),
             (Material::Rsa(k), Algorithm::RS512) => k.rs512.verify_sig(signing_input, signature),

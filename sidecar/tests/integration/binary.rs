@@ -157,6 +157,42 @@ async fn missing_key_file_exits_nonzero_naming_the_file() {
     );
 }
 
+/// RFC 7518 §3.2: an HMAC secret must be at least as long as the hash output, so a
+/// 40-byte secret cannot serve an issuer that allows HS512.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_secret_too_short_for_an_allowed_algorithm_exits_nonzero_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("forty.secret");
+    std::fs::write(&secret, [0x5a; 40]).expect("write secret");
+    let revocations = dir.path().join("revocations.jsonl");
+    std::fs::write(&revocations, b"").expect("write revocations");
+    let config = dir.path().join("sidecar.toml");
+    let text = format!(
+        "[denylist]\nfile = {}\n\n[[issuers]]\nissuer = \"https://issuer.example\"\nalgorithms = [\"HS256\", \"HS512\"]\n[issuers.keys]\nhmac_secret_files = [{{ path = {}, kid = \"h1\" }}]\n",
+        toml_str(&revocations.to_string_lossy()),
+        toml_str(&secret.to_string_lossy()),
+    );
+    std::fs::write(&config, text).expect("write config");
+    let out = run_to_exit(&config, dir.path()).await;
+    let stderr = plain(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr:\n{stderr}"
+    );
+    for part in [
+        secret.to_string_lossy().as_ref(),
+        "40 bytes",
+        "HS512",
+        "at least 64",
+    ] {
+        assert!(stderr.contains(part), "stderr lacks {part:?}:\n{stderr}");
+    }
+    assert!(
+        !dir.path().join("sidecar.sock").exists(),
+        "nothing was bound"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_accepts_a_valid_config() {
     let dir = tempfile::tempdir().expect("temp dir");
