@@ -326,6 +326,7 @@ impl App {
                 mode,
             },
             self.changes.clone(),
+            stop_rx.clone(),
         );
         let limits = GrpcLimits {
             max_request_bytes: self.config.listen.max_request_bytes,

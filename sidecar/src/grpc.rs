@@ -13,7 +13,7 @@ use denylist_proto::pb;
 use denylist_proto::pb::Reason;
 use denylist_proto::pb::verifier_server::{Verifier as VerifierApi, VerifierServer};
 use futures::Stream;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use crate::config::StalenessPolicy;
@@ -70,22 +70,26 @@ pub struct VerifierService {
     keys: Arc<KeyStore>,
     info: ServiceInfo,
     changes: broadcast::Sender<u64>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl VerifierService {
     /// A service over a verifier and its key store. `changes` carries the sequence
-    /// of every change to the denylist (Watch re-checks on each).
+    /// of every change to the denylist (Watch re-checks on each); `stopping` turns
+    /// true when the sidecar begins to shut down, which ends every Watch stream.
     pub fn new(
         verifier: Arc<Verifier>,
         keys: Arc<KeyStore>,
         info: ServiceInfo,
         changes: broadcast::Sender<u64>,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
             verifier,
             keys,
             info,
             changes,
+            stopping,
         }
     }
 
@@ -216,11 +220,14 @@ impl VerifierApi for VerifierService {
         let target = self.watch_target(request.into_inner()).await?;
         // Subscribe before the first check, so a revocation applied in between is seen.
         let mut changes = self.changes.subscribe();
+        let mut stopping = self.stopping.clone();
         let verifier = Arc::clone(&self.verifier);
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         // The task ends when the watched target is revoked, when the caller goes away,
-        // or when the sidecar stops (the change channel closes).
+        // or when the sidecar begins to stop: an open stream would otherwise hold the
+        // graceful drain until `shutdown_grace` runs out.
         tokio::spawn(async move {
+            let shutting_down = || Err(Status::unavailable("the sidecar is shutting down"));
             loop {
                 let (revocation, freshness) = verifier.check(&target.facts());
                 if let Some(r) = revocation {
@@ -233,10 +240,14 @@ impl VerifierApi for VerifierService {
                 }
                 tokio::select! {
                     () = tx.closed() => return,
+                    () = until_true(&mut stopping) => {
+                        let _ = tx.send(shutting_down()).await;
+                        return;
+                    }
                     changed = changes.recv() => match changed {
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                         Err(broadcast::error::RecvError::Closed) => {
-                            let _ = tx.send(Err(Status::unavailable("the sidecar is shutting down"))).await;
+                            let _ = tx.send(shutting_down()).await;
                             return;
                         }
                     },
@@ -247,6 +258,12 @@ impl VerifierApi for VerifierService {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+}
+
+/// Waits until `flag` is true, or its sender is gone (which also means stopping).
+async fn until_true(flag: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: dropped here, before any await.
+    let _ = flag.wait_for(|s| *s).await;
 }
 
 /// What a Watch call watches, owned so it can outlive the request.

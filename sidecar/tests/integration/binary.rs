@@ -240,8 +240,17 @@ async fn wait_until_serving(socket: &Path, child: &mut Child) {
         });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_exits_zero_and_removes_the_socket() {
+/// A sidecar binary serving one ES256 issuer from a PEM file in a new temp dir, with
+/// `shutdown_grace` as given; returns once it answers `Status` ready.
+struct Running {
+    /// Holds the config, key and socket until the test ends.
+    _dir: tempfile::TempDir,
+    issuer: Issuer,
+    socket: std::path::PathBuf,
+    child: Child,
+}
+
+async fn start_es256(grace: &str) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let issuer = Issuer::new(
         "https://issuer.example",
@@ -255,21 +264,65 @@ async fn sigterm_exits_zero_and_removes_the_socket() {
         "algorithms = [\"ES256\"]\nrequire_jti = false",
         &pem,
     );
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let text = text.replace(
+        "shutdown_grace = \"3s\"",
+        &format!("shutdown_grace = \"{grace}\""),
+    );
+    std::fs::write(&config, text).expect("write config");
     let socket = dir.path().join("sidecar.sock");
-
     let mut child = sidecar_command(&config, dir.path())
         .spawn()
         .expect("spawn denylist-sidecar");
     wait_until_serving(&socket, &mut child).await;
+    Running {
+        _dir: dir,
+        issuer,
+        socket,
+        child,
+    }
+}
+
+impl Running {
+    async fn client(&self) -> pb::verifier_client::VerifierClient<tonic::transport::Channel> {
+        let channel = within("connect", connect(&self.socket))
+            .await
+            .expect("connect");
+        pb::verifier_client::VerifierClient::new(channel)
+    }
+
+    /// Sends SIGTERM and waits (bounded by `within`) for the exit; the status and
+    /// what the sidecar wrote to stderr.
+    async fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().expect("running child has a pid");
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -TERM {pid}");
+        let status = within("denylist-sidecar to exit after SIGTERM", self.child.wait())
+            .await
+            .expect("wait for denylist-sidecar");
+        let mut stderr = Vec::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt as _;
+            let _ = within("read stderr", err.read_to_end(&mut stderr)).await;
+        }
+        (status, plain(&stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero_and_removes_the_socket() {
+    let mut sidecar = start_es256("3s").await;
 
     // It verifies with the configured key (real clock: a token valid now).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let channel = within("connect", connect(&socket)).await.expect("connect");
-    let mut client = pb::verifier_client::VerifierClient::new(channel);
-    let token = issuer.token(&issuer.claims(now));
+    let mut client = sidecar.client().await;
+    let token = sidecar.issuer.token(&sidecar.issuer.claims(now));
     let r = within("Verify", client.verify(pb::VerifyRequest { token }))
         .await
         .expect("Verify")
@@ -277,25 +330,54 @@ async fn sigterm_exits_zero_and_removes_the_socket() {
     assert!(r.valid, "a good token through the binary: {:?}", r.detail);
     drop(client);
 
-    let pid = child.id().expect("running child has a pid");
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success(), "kill -TERM {pid}");
-    // shutdown_grace is 3 s; allow the drain plus start-up noise, no more.
-    let status = within("denylist-sidecar to exit after SIGTERM", child.wait())
-        .await
-        .expect("wait for denylist-sidecar");
-    let mut stderr = Vec::new();
-    if let Some(mut err) = child.stderr.take() {
-        use tokio::io::AsyncReadExt as _;
-        let _ = within("read stderr", err.read_to_end(&mut stderr)).await;
-    }
+    // shutdown_grace is 3 s; `terminate` allows the drain plus start-up noise, no more.
+    let (status, stderr) = sidecar.terminate().await;
     assert!(
         status.success(),
-        "exit status after SIGTERM: {status}; stderr:\n{}",
-        plain(&stderr)
+        "exit status after SIGTERM: {status}; stderr:\n{stderr}"
     );
-    assert!(!socket.exists(), "the socket file is removed on shutdown");
+    assert!(
+        !sidecar.socket.exists(),
+        "the socket file is removed on shutdown"
+    );
+}
+
+/// An open Watch stream must not hold the drain open: it is told that the sidecar is
+/// stopping and closed, so a terminating pod goes away at once, not after its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_watch_streams_without_waiting_out_the_grace() {
+    // A grace far beyond what `terminate` waits: waiting it out fails the test.
+    let mut sidecar = start_es256("120s").await;
+    let mut client = sidecar.client().await;
+    let mut notices = within(
+        "Watch starts",
+        client.watch(pb::WatchRequest {
+            issuer: sidecar.issuer.iss.clone(),
+            subject: "alice".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("Watch accepts an issuer and subject")
+    .into_inner();
+
+    let (status, stderr) = sidecar.terminate().await;
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("did not finish within the grace period"),
+        "the drain waited for the Watch stream:\n{stderr}"
+    );
+    match within("the stream ends", futures::StreamExt::next(&mut notices)).await {
+        Some(Err(status)) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(
+                status.message().contains("shutting down"),
+                "the watcher is told why: {status:?}"
+            );
+        }
+        other => panic!("the Watch stream should end with UNAVAILABLE, got {other:?}"),
+    }
 }
