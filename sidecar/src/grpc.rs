@@ -308,13 +308,15 @@ impl VerifierService {
                     verdict.detail
                 )));
             };
+            // The same facts Verify matches on (a kid-less token: its key's kid).
+            let facts = t.facts();
             return Ok(WatchTarget {
-                issuer: t.issuer.issuer.clone(),
-                jti: t.claims.jti().map(str::to_owned),
-                subject: t.claims.sub().map(str::to_owned),
-                session: t.claims.sid().map(str::to_owned),
-                kid: t.kid().map(str::to_owned),
-                issued_at: t.claims.iat(),
+                issuer: facts.issuer.to_owned(),
+                jti: facts.jti.map(str::to_owned),
+                subject: facts.subject.map(str::to_owned),
+                session: facts.session.map(str::to_owned),
+                kid: facts.kid.map(str::to_owned),
+                issued_at: facts.issued_at,
             });
         }
         if req.issuer.is_empty() || (req.subject.is_empty() && req.session.is_empty()) {

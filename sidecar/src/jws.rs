@@ -29,8 +29,9 @@ const HEADER_STACK_BYTES: usize = 256;
 /// nothing legitimate needs more.
 const MAX_HEADER_BYTES: usize = 8192;
 
-/// Longest signature accepted (RSA-4096 is 512 bytes).
-const MAX_SIGNATURE_LEN: usize = 512;
+/// Longest signature accepted: that of the largest RSA key the key store loads
+/// (RSA-8192, 1024 bytes), so that no key loads whose tokens could never verify.
+const MAX_SIGNATURE_LEN: usize = crate::keys::MAX_RSA_BITS / 8;
 
 /// Why a token was rejected: the reason code and a short, token-free explanation.
 #[derive(Debug, Clone, PartialEq, Eq)]

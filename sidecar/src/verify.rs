@@ -94,13 +94,17 @@ impl VerifiedToken {
     }
 
     /// The facts the denylist matches on.
+    ///
+    /// `kid` is the header's, or when the header names none, the verifying key's: a
+    /// token that leaves `kid` out is still verified by the issuer's only fitting key,
+    /// and must not escape a `key` rule against that key.
     pub fn facts(&self) -> TokenFacts<'_> {
         TokenFacts {
             issuer: &self.issuer.issuer,
             jti: self.claims.jti(),
             subject: self.claims.sub(),
             session: self.claims.sid(),
-            kid: self.kid(),
+            kid: self.kid().or_else(|| self.key.kid()),
             issued_at: self.claims.iat(),
         }
     }
@@ -423,7 +427,8 @@ fn check_claims(issuer: &IssuerPolicy, c: &Claims, now: i64) -> Result<(), Rejec
         Some(exp) if now > exp.saturating_add(leeway) => {
             return Err(Rejection::with(
                 Reason::Expired,
-                format!("expired {} s ago", now - exp),
+                // Saturating: `exp` is the token's, and may be as low as i64::MIN.
+                format!("expired {} s ago", now.saturating_sub(exp)),
             ));
         }
         _ => {}
@@ -433,7 +438,10 @@ fn check_claims(issuer: &IssuerPolicy, c: &Claims, now: i64) -> Result<(), Rejec
     {
         return Err(Rejection::with(
             Reason::NotYetValid,
-            format!("not valid for another {} s (`nbf`)", nbf - now),
+            format!(
+                "not valid for another {} s (`nbf`)",
+                nbf.saturating_sub(now)
+            ),
         ));
     }
     if let Some(iat) = iat

@@ -981,6 +981,11 @@ pub(super) fn claims(k: &Keys) -> Vec<Case> {
             Reason::Expired,
         ),
         case(
+            "exp i64::MIN (the expiry detail must not overflow)",
+            with2(rs, ("exp", json!(i64::MIN)), ("iat", json!(NOW - 600))),
+            Reason::Expired,
+        ),
+        case(
             "exp 30 s ago (within leeway)",
             with2(rs, ("exp", json!(NOW - 30)), ("iat", json!(NOW - 600))),
             Reason::Ok,

@@ -211,6 +211,17 @@ async fn key_rule_revokes_every_token_of_the_key_and_lift_withdraws_it() {
         r.revocation.map(|x| (x.kind, x.event_id)),
         Some((RuleKind::Key as i32, "k1".to_owned()))
     );
+    // Leaving `kid` out of the header does not escape the rule: the issuer's only key
+    // still verifies the token, and that key is the revoked one.
+    let kidless = hs.token_with_header(&json!({"alg": hs.alg}), &hs.claims(START_SECS));
+    let r = sidecar
+        .assert_reason(
+            &kidless,
+            Reason::Revoked,
+            "a kid-less token of a revoked key",
+        )
+        .await;
+    assert_eq!(r.revocation.map(|x| x.kind), Some(RuleKind::Key as i32));
 
     let lift = json!({
         "event_id": "l1",
