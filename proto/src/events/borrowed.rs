@@ -240,8 +240,13 @@ impl<'a> EventRef<'a> {
         validate_event_id("event_id", self.event_id)?;
         validate_text("reason", self.reason, false)?;
         validate_text("actor", self.actor, false)?;
-        if self.created_at_ms < 0 {
-            return Err(EventError::invalid("created_at_ms", "must not be negative"));
+        // Required: the default cut-off and expiry count from it, so an event without
+        // it would make rules that lapsed in 1970 and are dropped on arrival.
+        if self.created_at_ms <= 0 {
+            return Err(EventError::invalid(
+                "created_at_ms",
+                "required: the creation time in Unix milliseconds",
+            ));
         }
         match &self.action {
             ActionRef::Lift { event_ids } => {

@@ -18,7 +18,7 @@ fn json_rejects_unknown_fields_and_names_bad_ones() {
     let err = Event::from_json(r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"i","targets":["t"],"tagrets":[]}"#).unwrap_err();
     assert!(matches!(err, EventError::Decode(m) if m.contains("tagrets")));
     let err = Event::from_json(
-        r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"","targets":["t"]}"#,
+        r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"","targets":["t"],"created_at_ms":1}"#,
     )
     .unwrap_err();
     assert!(matches!(
@@ -38,7 +38,7 @@ fn json_rejects_unknown_fields_and_names_bad_ones() {
         }
     ));
     let err = Event::from_json(
-        r#"{"event_id":"e","action":"revoke","kind":"issuer","issuer":"i","targets":["t"]}"#,
+        r#"{"event_id":"e","action":"revoke","kind":"issuer","issuer":"i","targets":["t"],"created_at_ms":1}"#,
     )
     .unwrap_err();
     assert!(matches!(
@@ -48,6 +48,24 @@ fn json_rejects_unknown_fields_and_names_bad_ones() {
             ..
         }
     ));
+    // Without a creation time, the default cut-off and expiry would lie in 1970 and the
+    // rules would be dropped on arrival: refused instead, naming the field.
+    for line in [
+        r#"{"event_id":"e","action":"revoke","kind":"subject","issuer":"i","targets":["alice"]}"#,
+        r#"{"event_id":"e","action":"revoke","kind":"jti","issuer":"i","targets":["t"],"created_at_ms":0}"#,
+    ] {
+        let err = Event::from_json(line).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EventError::Invalid {
+                    field: "created_at_ms",
+                    ..
+                }
+            ),
+            "{line}: {err:?}"
+        );
+    }
 }
 
 #[test]

@@ -74,6 +74,7 @@ fn targets_interleaved_with_other_fields_keep_their_order() {
     prost::encoding::int32::encode(3, &(pb::RuleKind::Jti as i32), &mut bytes);
     // A singular field given twice: the last one wins.
     string(4, "iss2", &mut bytes);
+    prost::encoding::int64::encode(10, &1_800_000_000_000, &mut bytes);
     let event = EventRef::decode(&bytes).unwrap();
     let ActionRef::Revoke(revoke) = event.action else {
         panic!("a revocation")
