@@ -14,6 +14,13 @@
 //!    catch-up from the last applied sequence; so does a heartbeat that finds the
 //!    stream ahead of us. No revocation is ever skipped.
 //!
+//! Three changes of the stream itself are handled, not waited out: a live copy that
+//! does not open (the sequence header is unsigned) is read again from the stream
+//! instead of using up its sequence; a stream whose events have all aged out counts
+//! as caught up at its last sequence; and a stream deleted and created again (a new
+//! creation time, or a last sequence below ours) is followed from its start, with the
+//! rules already applied left in force.
+//!
 //! Before the first catch-up, a follower that has applied nothing loads the stream's
 //! signed snapshot when there is a valid one (see [`denylist_proto::snapshot`]), so
 //! it replays only the events after the snapshot's sequence.
@@ -122,6 +129,9 @@ pub struct StreamFollower {
     timeout: Duration,
     longest_lifetime: Duration,
     applied: u64,
+    /// The followed stream's creation time (Unix ns), once seen: a different one means
+    /// the stream was deleted and created again, and its sequences start over.
+    stream_created: Option<i128>,
     warned_max_age: bool,
     /// The snapshot bucket, until a start from a snapshot has been tried.
     snapshot_bucket: Option<String>,
@@ -155,6 +165,7 @@ impl StreamFollower {
             timeout: config.request_timeout,
             longest_lifetime,
             applied: 0,
+            stream_created: None,
             warned_max_age: false,
             snapshot_bucket: config.snapshots.then(|| config.snapshot_bucket()),
         }
@@ -206,8 +217,20 @@ impl StreamFollower {
                         match live_sequence(&message) {
                             Some(seq) if seq <= self.applied => {}
                             Some(seq) if seq == self.applied + 1 => {
-                                self.apply(seq, &message.payload);
-                                self.freshness.mark_heard();
+                                match self.trusted.open(&message.payload) {
+                                    Ok(event) => {
+                                        self.record(seq, Ok(event));
+                                        self.freshness.mark_heard();
+                                    }
+                                    // The sequence header is not signed: a live copy that
+                                    // does not open (a headers-only republish, a stray
+                                    // publish) must not use up the sequence. The stored
+                                    // event is the authority: read it from the stream.
+                                    Err(e) => {
+                                        tracing::info!(seq, error = %e, "live revocation did not open; reading it from the stream");
+                                        break;
+                                    }
+                                }
                             }
                             Some(seq) => {
                                 tracing::info!(applied = self.applied, seen = seq, "gap in live revocations; catching up");
@@ -218,12 +241,12 @@ impl StreamFollower {
                         }
                     }
                     _ = ticker.tick() => {
-                        match self.last_sequence().await {
-                            Ok(last) if last > self.applied => {
-                                tracing::info!(applied = self.applied, last, "stream is ahead; catching up");
+                        match self.stream().await.map(|s| self.replaced_or_ahead(s.cached_info())) {
+                            Ok(true) => {
+                                tracing::info!(applied = self.applied, "stream is ahead or was recreated; catching up");
                                 break;
                             }
-                            Ok(_) => self.freshness.mark_heard(),
+                            Ok(false) => self.freshness.mark_heard(),
                             Err(e) => tracing::warn!(error = %e, "revocation stream heartbeat failed"),
                         }
                     }
@@ -248,8 +271,13 @@ impl StreamFollower {
         self.with_timeout(self.js.get_stream(&self.stream)).await
     }
 
-    async fn last_sequence(&mut self) -> Result<u64, SyncError> {
-        Ok(self.stream().await?.cached_info().state.last_sequence)
+    /// Whether `info` shows events not applied yet, or a stream other than the one
+    /// followed so far (created again: its sequences start over).
+    fn replaced_or_ahead(&self, info: &async_nats::jetstream::stream::Info) -> bool {
+        info.state.last_sequence != self.applied
+            || self
+                .stream_created
+                .is_some_and(|c| c != info.created.unix_timestamp_nanos())
     }
 
     /// Applies every stored event after the last applied one, up to the stream's
@@ -258,6 +286,22 @@ impl StreamFollower {
         let stream = self.stream().await?;
         let info = stream.cached_info();
         self.freshness.mark_heard();
+        let created = info.created.unix_timestamp_nanos();
+        let recreated = self.stream_created.is_some_and(|c| c != created);
+        if recreated || info.state.last_sequence < self.applied {
+            // Deleted and created again (lost storage, a second `stream init`): its
+            // sequences start over, and waiting for ours would ignore every new event.
+            // Follow it from its start; the rules already applied stay in force.
+            tracing::error!(
+                stream = %self.stream,
+                applied = self.applied,
+                last = info.state.last_sequence,
+                "the revocation stream was recreated; following the new one from its start"
+            );
+            metrics::counter!("denylist_sync_stream_resets_total").increment(1);
+            self.applied = 0;
+        }
+        self.stream_created = Some(created);
         if !self.warned_max_age
             && !info.config.max_age.is_zero()
             && info.config.max_age < self.longest_lifetime
@@ -279,6 +323,11 @@ impl StreamFollower {
         // Events older than the stream's first sequence have aged out (max_age); their
         // rules can no longer match a live token.
         let start = (self.applied + 1).max(info.state.first_sequence.max(1));
+        if start > last {
+            // Everything up to `last` has aged out: there is nothing left to read.
+            self.advance(last);
+            return Ok(());
+        }
         let consumer = self
             .with_timeout(stream.create_consumer(OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence {
@@ -303,7 +352,7 @@ impl StreamFollower {
             if seq <= self.applied {
                 continue;
             }
-            self.apply(seq, &message.payload);
+            self.record(seq, self.trusted.open(&message.payload));
             if seq % 10_000 == 0 {
                 self.freshness.mark_heard();
             }
@@ -427,8 +476,14 @@ impl StreamFollower {
 
     /// Applies one stored message. A rejected event is skipped (its sequence still
     /// counts as processed): it was never valid, so nothing is lost.
-    fn apply(&mut self, seq: u64, payload: &[u8]) {
-        match self.trusted.open(payload) {
+    /// Applies the event stored at `seq`, or counts it as rejected if it did not open,
+    /// and moves past it either way: a stored event that does not open never will.
+    fn record(
+        &mut self,
+        seq: u64,
+        opened: Result<denylist_proto::events::Event, denylist_proto::envelope::EnvelopeError>,
+    ) {
+        match opened {
             Ok(event) => {
                 let applied = self.denylist.apply(&event);
                 let lag_ms = self.clock.now_ms() - event.created_at_ms;
@@ -444,6 +499,11 @@ impl StreamFollower {
                 tracing::warn!(seq, error = %e, "revocation event rejected: not applied");
             }
         }
+        self.advance(seq);
+    }
+
+    /// Marks everything up to `seq` as applied.
+    fn advance(&mut self, seq: u64) {
         self.applied = seq;
         self.freshness.set_sequence(seq);
         // No receivers is fine: nobody is watching.

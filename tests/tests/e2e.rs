@@ -24,5 +24,7 @@ mod snapshot;
 mod staleness;
 #[path = "e2e/startup.rs"]
 mod startup;
+#[path = "e2e/stream_changes.rs"]
+mod stream_changes;
 #[path = "e2e/watch.rs"]
 mod watch;
