@@ -12,9 +12,11 @@
 //! issuer,https://legacy.example.com,,key compromise,2026-05-01T02:00:00Z
 //! ```
 //!
-//! Every line becomes one event whose id is [`ids::bulk_event_id`] of the file's digest and
-//! the line number: running the same file again republishes the same ids, which JetStream
-//! (within its duplicate window) and every sidecar (always) treat as already applied. Every
+//! Every line becomes one event whose id is [`ids::bulk_event_id`] of the file's digest, the
+//! line number and the line's resolved times: running the same file again republishes the
+//! same ids, which JetStream (within its duplicate window) and every sidecar (always) treat
+//! as already applied — unless a relative time (`now`, `+30d`) now resolves to another
+//! second, and then the line is a new revocation with the new times. Every
 //! problem is reported with its line and field; one bad line rejects the whole file.
 
 use std::collections::HashMap;
@@ -508,7 +510,12 @@ fn to_event(
         return None;
     }
     let event = Event {
-        event_id: ids::bulk_event_id(digest, line),
+        event_id: ids::bulk_event_id(
+            digest,
+            line,
+            kind.has_cutoff().then_some(cutoff),
+            expires_at,
+        ),
         action: Action::Revoke(Revoke {
             kind,
             issuer,

@@ -3,9 +3,12 @@
 //!
 //! - [`new_event_id`]: a fresh id for a one-off event — 26 characters of Crockford base32,
 //!   48 bits of milliseconds then 80 random bits (the ULID layout), so ids sort by time.
-//! - [`bulk_event_id`]: the id of one line of a bulk file — derived from the file's content
-//!   and the line number, so running the same file again produces the same ids and nothing
-//!   is revoked twice, while a different file never reuses an id.
+//! - [`bulk_event_id`]: the id of one line of a bulk file — derived from the file's content,
+//!   the line number and the line's resolved times, so running the same file again produces
+//!   the same ids and nothing is revoked twice, while a different file never reuses an id.
+//!   A line whose cut-off or expiry is relative (`now`, `+30d`) gets a new id once those
+//!   resolve to other times: sidecars ignore an id they have applied, so a re-run days
+//!   later must not reuse the old one, or its later cut-off would be silently dropped.
 
 use aws_lc_rs::digest;
 
@@ -45,10 +48,23 @@ pub fn file_digest(content: &[u8]) -> String {
         .collect()
 }
 
-/// The id of the event for line `line` (1-based) of the file with digest `file_digest`:
-/// `bulk-<digest>-<line>`.
-pub fn bulk_event_id(file_digest: &str, line: u64) -> String {
-    format!("bulk-{file_digest}-{line}")
+/// The id of the event for line `line` (1-based) of the file with digest `file_digest`,
+/// with its resolved cut-off (for kinds that have one) and expiry (if set), Unix seconds:
+/// `bulk-<digest>-<line>[-c<cutoff>][-e<expires_at>]`.
+pub fn bulk_event_id(
+    file_digest: &str,
+    line: u64,
+    cutoff: Option<i64>,
+    expires_at: Option<i64>,
+) -> String {
+    let mut id = format!("bulk-{file_digest}-{line}");
+    if let Some(c) = cutoff {
+        id.push_str(&format!("-c{c}"));
+    }
+    if let Some(e) = expires_at {
+        id.push_str(&format!("-e{e}"));
+    }
+    id
 }
 
 #[cfg(test)]

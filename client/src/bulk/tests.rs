@@ -74,12 +74,19 @@ fn a_good_csv_file_gives_one_event_per_line() {
     assert_eq!(r.cutoff, NOW - 86_400);
     assert_eq!(revoke(&e[4]).kind, RuleKind::Key);
 
-    // Ids name the file content and the physical line (header = line 1).
+    // Ids name the file content, the physical line (header = line 1) and the line's
+    // resolved cut-off and expiry.
     let lines: Vec<String> = e.iter().map(|e| e.event_id.clone()).collect();
     let d = &file.digest;
     assert_eq!(
         lines,
-        [3, 4, 6, 7, 8].map(|l| format!("bulk-{d}-{l}")).to_vec()
+        [
+            format!("bulk-{d}-3-c{NOW}"),
+            format!("bulk-{d}-4-e{}", NOW + 30 * 86_400),
+            format!("bulk-{d}-6"),
+            format!("bulk-{d}-7-c{}", NOW - 86_400),
+            format!("bulk-{d}-8"),
+        ]
     );
     for event in e {
         event.validate().unwrap();
@@ -89,20 +96,30 @@ fn a_good_csv_file_gives_one_event_per_line() {
 #[test]
 fn ids_are_stable_across_runs_and_distinct_across_files() {
     let first = csv(GOOD_CSV).unwrap();
-    let mut later = defaults();
-    later.now_ms += 3_600_000;
-    let again = parse(GOOD_CSV.as_bytes(), FileFormat::Csv, &later).unwrap();
     let ids = |f: &BulkFile| {
         f.events
             .iter()
             .map(|e| e.event_id.clone())
             .collect::<Vec<_>>()
     };
+    let again = csv(GOOD_CSV).unwrap();
     assert_eq!(
         ids(&first),
         ids(&again),
         "a re-run republishes the same ids"
     );
+    // An hour later, the lines with relative times (`now`, `+30d`) are new revocations
+    // with the new times: sidecars ignore an id they have applied, so reusing the old
+    // id would drop the later cut-off. Lines with absolute times or none keep theirs.
+    let mut later = defaults();
+    later.now_ms += 3_600_000;
+    let later = parse(GOOD_CSV.as_bytes(), FileFormat::Csv, &later).unwrap();
+    let same: Vec<bool> = ids(&first)
+        .iter()
+        .zip(ids(&later))
+        .map(|(a, b)| *a == b)
+        .collect();
+    assert_eq!(same, [false, false, true, true, true]);
 
     let other = csv(&GOOD_CSV.replace("user-8f14", "user-0000")).unwrap();
     assert!(

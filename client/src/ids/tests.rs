@@ -28,8 +28,14 @@ fn bulk_ids_depend_on_content_and_line_only() {
     assert_eq!(d1, d2);
     assert_ne!(d1, d3);
     assert_eq!(d1.len(), 16);
-    let id = bulk_event_id(&d1, 2);
+    let id = bulk_event_id(&d1, 2, None, None);
     assert_eq!(id, format!("bulk-{d1}-2"));
     validate_event_id("event_id", &id).unwrap();
-    validate_event_id("event_id", &bulk_event_id(&d1, 10_000_000)).unwrap();
+    let longest = bulk_event_id(&d1, 10_000_000, Some(i64::MAX), Some(i64::MAX));
+    assert_eq!(longest, format!("bulk-{d1}-10000000-c{0}-e{0}", i64::MAX));
+    validate_event_id("event_id", &longest).unwrap();
+    assert_ne!(
+        bulk_event_id(&d1, 2, Some(1_767_225_600), None),
+        bulk_event_id(&d1, 2, Some(1_767_225_601), None)
+    );
 }

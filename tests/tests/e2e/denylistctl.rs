@@ -232,11 +232,13 @@ async fn a_bulk_file_of_100k_revocations_is_applied() -> anyhow::Result<()> {
 async fn rerunning_a_bulk_file_stores_nothing_new() -> anyhow::Result<()> {
     // Interrupted, or run twice by mistake: the same file again stores nothing new
     // (stable event ids, deduplicated by JetStream within its window). A small file:
-    // the 100 000-line run is the test above.
+    // the 100 000-line run is the test above. The cut-off is absolute: a relative one
+    // (`now`) makes a re-run at another second a new revocation, on purpose.
     let setup = setup().await?;
-    let mut csv = String::from("kind,issuer,target,reason\n");
+    let cutoff = denylist_tests::now_secs() - 60;
+    let mut csv = String::from("kind,issuer,target,reason,cutoff\n");
     for i in 0..2000 {
-        writeln!(csv, "subject,{ISSUER},rerun-{i},bulk e2e")?;
+        writeln!(csv, "subject,{ISSUER},rerun-{i},bulk e2e,{cutoff}")?;
     }
     let file = setup.dir.path().join("rerun.csv");
     std::fs::write(&file, &csv)?;

@@ -558,7 +558,7 @@ async fn revoke_file(g: &Global, args: &RevokeArgs) -> anyhow::Result<ExitCode> 
                 "event_id_prefix": format!("bulk-{}-", file.digest),
             }))?,
             Output::Table => print_text(&format!(
-                "dry run: {total} revocation(s) in {} are valid (event ids bulk-{}-<line>); nothing was published\n",
+                "dry run: {total} revocation(s) in {} are valid (event ids bulk-{}-<line>[-c<cutoff>][-e<expiry>]); nothing was published\n",
                 path.display(),
                 file.digest
             ))?,
@@ -620,7 +620,7 @@ async fn revoke_file(g: &Global, args: &RevokeArgs) -> anyhow::Result<ExitCode> 
             "elapsed_ms": elapsed.as_millis() as u64,
         }))?,
         Output::Table => print_text(&format!(
-            "revoked: {} event(s) from {} in {:.1}s (sequences {}..{}, {} already stored); event ids bulk-{}-<line>\n",
+            "revoked: {} event(s) from {} in {:.1}s (sequences {}..{}, {} already stored); event ids bulk-{}-<line>[-c<cutoff>][-e<expiry>]\n",
             stored.len(),
             path.display(),
             elapsed.as_secs_f64(),
