@@ -222,11 +222,15 @@ fn content_lines(content: &[u8]) -> impl Iterator<Item = (u64, Result<&str, std:
         })
 }
 
-/// Quotes come in pairs (`""` is an escaped quote); an odd count is a quoted field that goes
-/// on past the end of the line.
-fn check_quotes(text: &str) -> Result<(), String> {
+/// A line must hold exactly one record. Quotes come in pairs (`""` is an escaped quote); an
+/// odd count is a quoted field that goes on past the end of the line. A carriage return left
+/// inside a line (not the end of a CRLF) ends a record for the CSV reader, which would put two
+/// records on one line and shift every line number after it.
+fn check_line(text: &str) -> Result<(), String> {
     if text.matches('"').count() % 2 == 1 {
         Err("unterminated quoted field (a record must fit on one line)".to_owned())
+    } else if text.contains('\r') {
+        Err("carriage return inside the line (a record must fit on one line)".to_owned())
     } else {
         Ok(())
     }
@@ -248,7 +252,7 @@ fn read_csv(content: &[u8], errors: &mut Errors) -> Vec<RawLine> {
     for (line, text) in content_lines(content) {
         let checked = text
             .map_err(|_| "not UTF-8".to_owned())
-            .and_then(|t| check_quotes(t).map(|()| t));
+            .and_then(|t| check_line(t).map(|()| t));
         match (checked, header) {
             (Ok(t), None) => header = Some((line, t)),
             (Err(e), None) => {

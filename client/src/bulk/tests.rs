@@ -322,4 +322,13 @@ fn crlf_line_ends_and_quoted_line_breaks() {
     );
     let file = csv("kind,issuer,target,reason\njti,iss,u,\"say \"\"hi\"\"\"\n").unwrap();
     assert_eq!(file.events[0].reason, "say \"hi\"");
+    // A lone carriage return would make two records of one line (and the second would
+    // get no line of its own): the line is refused, naming it.
+    let e = csv("kind,issuer,target\njti,iss,a\rjti,iss,b\njti,iss,c\n").unwrap_err();
+    assert_eq!(errors(&e), [(2, "")]);
+    assert!(
+        e.errors[0].message.contains("carriage return"),
+        "{}",
+        e.errors[0].message
+    );
 }
