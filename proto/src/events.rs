@@ -111,7 +111,7 @@ impl std::str::FromStr for RuleKind {
 }
 
 /// What an event does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Adds one rule per target.
     Revoke(Revoke),
@@ -123,7 +123,7 @@ pub enum Action {
 }
 
 /// The rules a revocation event adds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Revoke {
     /// Rule kind.
     pub kind: RuleKind,
@@ -139,7 +139,7 @@ pub struct Revoke {
 }
 
 /// A validated revocation event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Event {
     /// Unique, stable id.
     pub event_id: String,

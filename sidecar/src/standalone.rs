@@ -103,6 +103,12 @@ pub struct FileSource {
     freshness: Arc<Freshness>,
     stamp: Option<Stamp>,
     content_hash: Option<u64>,
+    /// Hashes of the events in force, sorted: a new file that lacks any of them would
+    /// withdraw revocations.
+    in_force: Vec<u64>,
+    /// A file that withdraws revocations, seen at this stamp and held back until a
+    /// later poll finds the same stamp (see [`FileSource::load`]).
+    held: Option<Stamp>,
     generation: u64,
     changes: Option<tokio::sync::broadcast::Sender<u64>>,
 }
@@ -116,6 +122,8 @@ impl FileSource {
             freshness,
             stamp: None,
             content_hash: None,
+            in_force: Vec::new(),
+            held: None,
             generation: 0,
             changes: None,
         }
@@ -130,6 +138,12 @@ impl FileSource {
     /// Reads the file and, if its content changed and is valid, replaces the
     /// denylist's rules with it. Returns whether the rules were replaced. On error
     /// the previous rules stay in force.
+    ///
+    /// A file that only adds events is applied at once. One that removes or changes an
+    /// event in force (which withdraws a revocation) is applied only when a later poll
+    /// finds it unchanged: a file written in place (truncated, then written) can be read
+    /// half-written, and a half that ends on a line boundary parses. Revoking is never
+    /// delayed; un-revoking waits one poll.
     pub fn load(&mut self) -> Result<bool, RevocationsFileError> {
         let read_err = |source| RevocationsFileError::Read {
             path: self.path.clone(),
@@ -158,7 +172,25 @@ impl FileSource {
             return Ok(false);
         }
         let events = parse_file(&self.path, &text)?;
+        let hashes = event_hashes(&events);
+        let withdrawn = self
+            .in_force
+            .iter()
+            .filter(|h| hashes.binary_search(h).is_err())
+            .count();
+        if withdrawn > 0 && self.held != Some(stamp) {
+            self.held = Some(stamp);
+            self.freshness.mark_heard();
+            tracing::info!(
+                path = %self.path.display(),
+                withdrawn,
+                "the revocations file withdraws revocations; applying it once it has held still for one poll"
+            );
+            return Ok(false);
+        }
+        self.held = None;
         let applied = self.denylist.replace_all(&events);
+        self.in_force = hashes;
         self.stamp = Some(stamp);
         self.content_hash = Some(hash);
         self.generation += 1;
@@ -208,6 +240,15 @@ impl FileSource {
             }
         }
     }
+}
+
+/// Each event's hash (every field), sorted.
+fn event_hashes(events: &[Event]) -> Vec<u64> {
+    use std::hash::{BuildHasher as _, BuildHasherDefault};
+    let build = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    let mut hashes: Vec<u64> = events.iter().map(|e| build.hash_one(e)).collect();
+    hashes.sort_unstable();
+    hashes
 }
 
 fn hash_text(text: &str) -> u64 {

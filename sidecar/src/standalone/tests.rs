@@ -89,11 +89,37 @@ fn reload_applies_changes_and_a_bad_file_keeps_the_last_good_set() {
     assert_eq!(freshness.view().sequence, 1);
     assert!(revoked(&denylist, "a"));
 
-    // A valid change replaces the set.
-    std::fs::write(&path, format!("{}\n{}\n", line("e2", "b"), line("e3", "c"))).unwrap();
+    // A change that only adds events applies at once.
+    std::fs::write(&path, format!("{}\n{}\n", line("e1", "a"), line("e2", "b"))).unwrap();
     assert!(source.load().unwrap());
+    assert!(revoked(&denylist, "a") && revoked(&denylist, "b"));
+
+    // One that withdraws a revocation (e1 gone) could be a file read half-written: it
+    // waits until a later poll finds it unchanged, and revoking goes on meanwhile.
+    std::fs::write(&path, format!("{}\n{}\n", line("e2", "b"), line("e3", "c"))).unwrap();
+    assert!(!source.load().unwrap(), "held back for one poll");
+    assert!(revoked(&denylist, "a"), "still revoked while held back");
+    assert!(!revoked(&denylist, "c"));
+    assert!(
+        source.load().unwrap(),
+        "unchanged at the next poll: applied"
+    );
     assert!(!revoked(&denylist, "a"));
     assert!(revoked(&denylist, "b") && revoked(&denylist, "c"));
+
+    // Changing an event in force is withdrawing it too.
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n", line("e2", "b"), line("e3", "c2")),
+    )
+    .unwrap();
+    assert!(!source.load().unwrap(), "an edited event is held back");
+    assert!(revoked(&denylist, "c"));
+    assert!(source.load().unwrap());
+    assert!(revoked(&denylist, "c2") && !revoked(&denylist, "c"));
+    std::fs::write(&path, format!("{}\n{}\n", line("e2", "b"), line("e3", "c"))).unwrap();
+    assert!(!source.load().unwrap());
+    assert!(source.load().unwrap());
 
     // A broken file (valid first line, bad second line) changes nothing.
     let mut f = std::fs::File::create(&path).unwrap();
@@ -107,7 +133,7 @@ fn reload_applies_changes_and_a_bad_file_keeps_the_last_good_set() {
     );
     assert!(revoked(&denylist, "b") && revoked(&denylist, "c"));
     assert!(!revoked(&denylist, "d"));
-    assert_eq!(freshness.view().sequence, 2);
+    assert_eq!(freshness.view().sequence, 5);
 }
 
 #[test]
