@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use denylist_proto::pb::Reason;
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpStatusCode,
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
+    HttpStatusCode,
 };
 use envoy_types::ext_authz::v3::{
     CheckRequestExt as _, CheckResponseExt as _, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
@@ -102,9 +103,11 @@ impl ExtAuthzService {
     fn allow(&self, token: &VerifiedToken) -> CheckResponse {
         let mut ok = OkHttpResponseBuilder::new();
         let mut payload: Option<serde_json::Map<String, serde_json::Value>> = None;
+        // A client-sent header of a forwarded name must never reach the upstream: it is
+        // overwritten with the claim, or removed when the token has no such claim. Never
+        // both: Envoy applies removals after additions, so a header both set and removed
+        // would reach the upstream not at all.
         for (claim, header) in &self.config.forward_claims {
-            // Strip first: a client-sent header of this name must never reach the upstream.
-            ok.remove_header(header.as_str());
             let value = match claim.as_str() {
                 "iss" => token.claims.iss().map(str::to_owned),
                 "sub" => token.claims.sub().map(str::to_owned),
@@ -128,8 +131,18 @@ impl ExtAuthzService {
                 }
             };
             // Header values must not smuggle line breaks or other control characters.
-            if let Some(v) = value.filter(|v| !v.chars().any(char::is_control)) {
-                ok.add_header(header.as_str(), v, None, false);
+            match value.filter(|v| !v.is_empty() && !v.chars().any(char::is_control)) {
+                Some(v) => {
+                    ok.add_header(
+                        header.as_str(),
+                        v,
+                        Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                        false,
+                    );
+                }
+                None => {
+                    ok.remove_header(header.as_str());
+                }
             }
         }
         let mut response = CheckResponse::with_status(Status::ok("token valid"));

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
@@ -92,15 +93,39 @@ async fn a_valid_token_is_allowed_with_its_subject_forwarded_and_spoofing_stripp
     let forwarded: Vec<_> = ok
         .headers
         .iter()
-        .filter_map(|h| h.header.as_ref())
-        .map(|h| (h.key.as_str(), h.value.as_str()))
+        .filter_map(|h| h.header.as_ref().map(|v| (v, h.append_action)))
+        .map(|(h, action)| (h.key.as_str(), h.value.as_str(), action))
         .collect();
-    assert_eq!(forwarded, [("x-denylist-subject", "alice")]);
-    assert!(
-        ok.headers_to_remove
-            .contains(&"x-denylist-subject".to_owned()),
-        "a client-sent x-denylist-subject must be stripped: {ok:?}"
+    // Overwritten, so the client's "mallory" is replaced rather than appended to.
+    assert_eq!(
+        forwarded,
+        [(
+            "x-denylist-subject",
+            "alice",
+            HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+        )]
     );
+    // Not also removed: Envoy applies removals after additions, so a header both set
+    // and removed would never reach the upstream.
+    assert!(ok.headers_to_remove.is_empty(), "{ok:?}");
+
+    // A token without `sub`: the client's header is removed, and nothing is added.
+    let mut claims = iss.claims(START_SECS);
+    claims.as_object_mut().expect("claims object").remove("sub");
+    let r = check(
+        &sidecar,
+        &[
+            ("authorization", &format!("Bearer {}", iss.token(&claims))),
+            ("x-denylist-subject", "mallory"),
+        ],
+    )
+    .await;
+    assert_eq!(status_code(&r), OK, "{r:?}");
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("expected an OK response: {r:?}");
+    };
+    assert!(ok.headers.is_empty(), "{ok:?}");
+    assert_eq!(ok.headers_to_remove, ["x-denylist-subject"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
