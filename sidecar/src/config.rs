@@ -14,6 +14,12 @@ use serde::Deserialize;
 
 use crate::algorithm::{Algorithm, KeyFamily};
 
+/// Largest `denylist.expected_entries`: a Bloom filter of ~180 MB at 0.1 %.
+const MAX_EXPECTED_ENTRIES: usize = 100_000_000;
+
+/// Largest `verify.cache_entries`.
+const MAX_CACHE_ENTRIES: usize = 10_000_000;
+
 /// Environment variables the sidecar reads. Flags override them.
 pub mod env {
     /// Path of the TOML config file.
@@ -699,6 +705,12 @@ impl Config {
                 "must not exceed listen.max_request_bytes",
             ));
         }
+        if self.verify.cache_entries > MAX_CACHE_ENTRIES {
+            return Err(invalid(
+                "verify.cache_entries",
+                format!("must be at most {MAX_CACHE_ENTRIES} (0 turns the cache off)"),
+            ));
+        }
         let d = &self.denylist;
         if d.source == DenylistSource::File && d.file.is_none() {
             return Err(invalid(
@@ -718,14 +730,36 @@ impl Config {
         if d.max_staleness < Duration::from_secs(1) {
             return Err(invalid("denylist.max_staleness", "must be at least 1s"));
         }
+        // A poll (file) or heartbeat (NATS) is what "heard from" means: an interval not
+        // well inside max_staleness turns the denylist stale between two of them, and a
+        // fail_closed sidecar then rejects every token for part of each interval.
+        let (field, interval) = match d.source {
+            DenylistSource::File => ("denylist.file_poll_interval", d.file_poll_interval),
+            DenylistSource::Nats => ("nats.heartbeat_interval", self.nats.heartbeat_interval),
+        };
+        if interval.saturating_mul(3) > d.max_staleness {
+            return Err(invalid(
+                field,
+                format!(
+                    "must be at most a third of denylist.max_staleness ({}), or the denylist \
+                     turns stale between two checks",
+                    humantime::format_duration(d.max_staleness)
+                ),
+            ));
+        }
         if !(d.bloom_fp_rate > 0.0 && d.bloom_fp_rate < 0.5) {
             return Err(invalid(
                 "denylist.bloom_fp_rate",
                 "must be between 0 and 0.5 (exclusive)",
             ));
         }
-        if d.expected_entries == 0 {
-            return Err(invalid("denylist.expected_entries", "must be positive"));
+        // The Bloom filter is sized from it (~1.8 bytes an entry at 0.1 %): an extra zero
+        // typed by mistake must fail here, not abort on the first revocation.
+        if d.expected_entries == 0 || d.expected_entries > MAX_EXPECTED_ENTRIES {
+            return Err(invalid(
+                "denylist.expected_entries",
+                format!("must be between 1 and {MAX_EXPECTED_ENTRIES}"),
+            ));
         }
         if d.prune_interval < Duration::from_secs(1) {
             return Err(invalid("denylist.prune_interval", "must be at least 1s"));

@@ -147,3 +147,56 @@ fn refetch_interval_has_a_floor() {
         "issuers[0].keys.refetch_min_interval"
     );
 }
+
+/// The poll or heartbeat is what "heard from" means: one that is not well inside
+/// `max_staleness` would turn a healthy denylist stale between two of them.
+#[test]
+fn a_poll_or_heartbeat_too_slow_for_max_staleness_is_rejected() {
+    let with = |lines: &str| MINIMAL.replace("[denylist]", &format!("[denylist]\n{lines}"));
+    let ok = Config::from_toml(&with(
+        "file_poll_interval = \"10s\"\nmax_staleness = \"30s\"",
+    ));
+    ok.unwrap().validate().unwrap();
+    let slow = Config::from_toml(&with(
+        "file_poll_interval = \"11s\"\nmax_staleness = \"30s\"",
+    ));
+    let err = slow.unwrap().validate().unwrap_err();
+    assert!(err.to_string().contains("30s"), "{err}");
+    assert_eq!(field_of(err), "denylist.file_poll_interval");
+
+    // In fleet mode, the heartbeat is checked instead (the file poll does not apply).
+    let key = "m53AbgRdXFN0hRN6eFeVepCpV9BMJtmlLcpcDZbsNOU";
+    let nats = |heartbeat: &str| {
+        format!(
+            "{}\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\ntrusted_publishers = [\"{key}\"]\nheartbeat_interval = \"{heartbeat}\"\n",
+            with("source = \"nats\"\nfile_poll_interval = \"1h\"\nmax_staleness = \"6s\"")
+        )
+    };
+    let c = Config::from_toml(&nats("2s")).unwrap();
+    c.validate().unwrap();
+    let err = Config::from_toml(&nats("3s"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert_eq!(field_of(err), "nats.heartbeat_interval");
+}
+
+/// Sizes that would allocate gigabytes fail at start, naming the field.
+#[test]
+fn absurd_sizes_are_rejected() {
+    let with = |section: &str, line: &str| {
+        MINIMAL.replace(&format!("[{section}]"), &format!("[{section}]\n{line}"))
+    };
+    let c = Config::from_toml(&with("denylist", "expected_entries = 10000000000")).unwrap();
+    assert_eq!(
+        field_of(c.validate().unwrap_err()),
+        "denylist.expected_entries"
+    );
+    let c = Config::from_toml(&with("denylist", "expected_entries = 100000000")).unwrap();
+    c.validate().unwrap();
+    let c = Config::from_toml(&format!("{MINIMAL}\n[verify]\ncache_entries = 20000000\n"));
+    assert_eq!(
+        field_of(c.unwrap().validate().unwrap_err()),
+        "verify.cache_entries"
+    );
+}
