@@ -54,6 +54,11 @@ pub enum AppError {
     /// Another process is serving on the configured socket.
     #[error("socket {0} is in use by another process")]
     SocketInUse(PathBuf),
+    /// Something other than a socket is at the configured socket path; it is left alone.
+    #[error(
+        "{0} exists and is not a socket; refusing to replace it (check --socket / listen.socket)"
+    )]
+    NotASocket(PathBuf),
     /// A configured feature is not part of this build.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -117,9 +122,13 @@ async fn bind_unix(path: &Path) -> Result<UnixListener, AppError> {
         what: format!("socket {}", path.display()),
         source,
     };
-    if tokio::fs::symlink_metadata(path).await.is_ok() {
+    if let Ok(meta) = tokio::fs::symlink_metadata(path).await {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(AppError::SocketInUse(path.to_owned()));
+        }
+        // Only a stale socket is removed: a mistyped path must never delete a file.
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            return Err(AppError::NotASocket(path.to_owned()));
         }
         tokio::fs::remove_file(path).await.map_err(bind_err)?;
     }

@@ -193,6 +193,30 @@ async fn hmac_secret_too_short_for_an_allowed_algorithm_exits_nonzero_naming_the
     );
 }
 
+/// A mistyped `--socket` naming an ordinary file must not delete it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_path_holding_an_ordinary_file_is_refused_and_the_file_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pem = ec_pem(dir.path());
+    let config = write_config(dir.path(), "algorithms = [\"ES256\"]", &pem);
+    let precious = dir.path().join("sidecar.sock");
+    std::fs::write(&precious, b"not a socket").expect("write file");
+    let out = run_to_exit(&config, dir.path()).await;
+    let stderr = plain(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("not a socket"),
+        "stderr says why:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&precious).expect("the file is still there"),
+        b"not a socket"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_accepts_a_valid_config() {
     let dir = tempfile::tempdir().expect("temp dir");
