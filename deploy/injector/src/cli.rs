@@ -46,6 +46,8 @@ pub mod env {
     pub const EXCLUDE_NAMESPACES: &str = "DENYLIST_INJECTOR_EXCLUDE_NAMESPACES";
     /// `--shutdown-grace`.
     pub const SHUTDOWN_GRACE: &str = "DENYLIST_INJECTOR_SHUTDOWN_GRACE";
+    /// `--shutdown-delay`.
+    pub const SHUTDOWN_DELAY: &str = "DENYLIST_INJECTOR_SHUTDOWN_DELAY";
     /// `--log-format`.
     pub const LOG_FORMAT: &str = "DENYLIST_INJECTOR_LOG_FORMAT";
     /// Log filter (`tracing_subscriber` syntax), default `info`.
@@ -115,6 +117,11 @@ pub struct Args {
     /// How long SIGTERM waits for open connections before exiting anyway.
     #[arg(long, env = env::SHUTDOWN_GRACE, default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// How long SIGTERM keeps accepting new connections first, while the API server stops
+    /// routing admission calls here (with `failurePolicy: Fail`, a refused call fails the
+    /// pod creation).
+    #[arg(long, env = env::SHUTDOWN_DELAY, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
     /// Log format: `text` or `json`.
     #[arg(long, env = env::LOG_FORMAT, default_value = "json", value_parser = ["text", "json"])]
     pub log_format: String,

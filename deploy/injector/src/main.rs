@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         server_config(resolver),
         App::new(settings, metrics),
         stopped(stop_rx),
+        args.shutdown_delay,
         args.shutdown_grace,
     ));
 

@@ -200,13 +200,16 @@ pub enum Drained {
     },
 }
 
-/// Serves the webhook over TLS on `listener` until `shutdown` completes, then stops
-/// accepting and drains open connections for at most `grace`.
+/// Serves the webhook over TLS on `listener` until `shutdown` completes, goes on
+/// accepting for `delay` (the API server may route calls here until it has seen the pod
+/// terminating, and a refused call fails a pod creation under `failurePolicy: Fail`),
+/// then stops accepting and drains open connections for at most `grace`.
 pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: App,
     shutdown: impl Future<Output = ()>,
+    delay: Duration,
     grace: Duration,
 ) -> Drained {
     let acceptor = TlsAcceptor::from(tls);
@@ -218,10 +221,20 @@ pub async fn run(
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
+    let accept_until = async {
+        shutdown.await;
+        if !delay.is_zero() {
+            tracing::info!(
+                ?delay,
+                "shutdown requested: still accepting while the API server stops routing here"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::pin!(accept_until);
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut accept_until => break,
             // Reap finished connections so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {

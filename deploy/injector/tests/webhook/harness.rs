@@ -70,6 +70,15 @@ impl Injector {
     }
 
     pub(crate) async fn start_with_grace(settings: InjectionSettings, grace: Duration) -> Self {
+        Self::start_with_timing(settings, Duration::ZERO, grace).await
+    }
+
+    /// Started with `run`'s shutdown `delay` and `grace`.
+    pub(crate) async fn start_with_timing(
+        settings: InjectionSettings,
+        delay: Duration,
+        grace: Duration,
+    ) -> Self {
         settings.validate().expect("test settings are valid");
         let dir = tempfile::tempdir().unwrap();
         let cert = TestCert::new();
@@ -85,6 +94,7 @@ impl Injector {
             async {
                 let _ = stopped.await;
             },
+            delay,
             grace,
         ));
         Self {
@@ -146,8 +156,15 @@ impl Injector {
     }
 
     /// Stops accepting, drains, and returns how the server ended.
+    /// Asks the server to stop, as SIGTERM does, without waiting for it.
+    pub(crate) fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub(crate) async fn shutdown(mut self) -> Drained {
-        let _ = self.stop.take().unwrap().send(());
+        self.request_stop();
         tokio::time::timeout(TIMEOUT, self.task.take().unwrap())
             .await
             .expect("server did not stop in time")

@@ -657,6 +657,27 @@ async fn shutdown_stops_accepting_and_drains() {
     assert!(refused.is_err(), "the listener is closed after shutdown");
 }
 
+/// Under `failurePolicy: Fail`, a refused admission call fails the pod creation: after
+/// SIGTERM the injector goes on accepting for its delay, then stops.
+#[tokio::test]
+async fn after_shutdown_is_requested_new_connections_are_served_for_the_delay() {
+    let mut injector =
+        Injector::start_with_timing(settings(), Duration::from_secs(3), Duration::from_secs(5))
+            .await;
+    let addr = injector.addr;
+    injector.request_stop();
+    // No request was made before, so this one opens a new connection.
+    assert_eq!(injector.get("/healthz").await.0, 200);
+    assert_eq!(injector.shutdown().await, Drained::Clean);
+    let refused = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    assert!(
+        refused.is_err(),
+        "the listener is closed once the delay is over"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_gives_up_on_stuck_connections_at_the_deadline() {
     let injector = Injector::start_with_grace(settings(), Duration::from_millis(200)).await;
