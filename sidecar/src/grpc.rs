@@ -338,8 +338,8 @@ impl VerifierService {
             subject: non_empty(&req.subject).map(str::to_owned),
             session: non_empty(&req.session).map(str::to_owned),
             kid: None,
-            // Watching a subject means every token of it: no iat, so cut-offs match.
-            issued_at: None,
+            // Without it, every token of the subject: every cut-off rule matches.
+            issued_at: req.issued_at,
         })
     }
 }

@@ -72,3 +72,50 @@ async fn watch_refuses_an_invalid_token_and_an_empty_request() {
         .expect_err("nothing to watch");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+/// A caller that verifies tokens itself watches by subject: with the `iat` of the token
+/// its connection was opened with, an earlier revocation of the same user (whose cut-off
+/// that token postdates) does not cut it at once; a later one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_watch_with_issued_at_skips_older_cut_offs() {
+    let iss = issuer();
+    let sidecar = SidecarBuilder::new().issuer(&iss, "").start().await;
+    let mut old = sidecar.revoke_event("old", "subject", &iss.iss, &["alice"]);
+    old["cutoff"] = (START_SECS - 60).into();
+    sidecar.write_revocations(std::slice::from_ref(&old));
+    sidecar.wait_for_sequence(2).await;
+
+    let watch = |issued_at: Option<i64>| {
+        let mut client = sidecar.client();
+        let request = pb::WatchRequest {
+            issuer: iss.iss.clone(),
+            subject: "alice".into(),
+            issued_at,
+            ..Default::default()
+        };
+        async move {
+            within("Watch starts", client.watch(request))
+                .await
+                .expect("Watch accepts an issuer and subject")
+                .into_inner()
+        }
+    };
+    // Without `issued_at`, every cut-off matches: the old rule notifies at once.
+    let mut any = watch(None).await;
+    let notice = within("a notice arrives", any.next())
+        .await
+        .expect("the stream yields")
+        .expect("a notice");
+    assert_eq!(notice.revocation.expect("rule").event_id, "old");
+
+    // A token issued after the old cut-off: only the newer revocation notifies.
+    let mut after = watch(Some(START_SECS)).await;
+    let mut new = sidecar.revoke_event("new", "subject", &iss.iss, &["alice"]);
+    new["cutoff"] = (START_SECS + 60).into();
+    sidecar.write_revocations(&[old, new]);
+    let notice = within("a notice arrives", after.next())
+        .await
+        .expect("the stream yields")
+        .expect("a notice");
+    assert_eq!(notice.revocation.expect("rule").event_id, "new");
+}
