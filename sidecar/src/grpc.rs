@@ -113,7 +113,7 @@ impl VerifierApi for VerifierService {
         self.require_ready()?;
         let started = Instant::now();
         let raw = request.into_inner().token;
-        let token = raw.strip_prefix("Bearer ").unwrap_or(&raw);
+        let token = without_bearer(&raw);
         let verdict = self.verifier.verify_with_refetch(token).await;
         metrics::counter!("denylist_verifications_total", "reason" => verdict.reason.as_str_name())
             .increment(1);
@@ -293,7 +293,7 @@ impl WatchTarget {
 impl VerifierService {
     async fn watch_target(&self, req: pb::WatchRequest) -> Result<WatchTarget, ServiceError> {
         if !req.token.is_empty() {
-            let token = req.token.strip_prefix("Bearer ").unwrap_or(&req.token);
+            let token = without_bearer(&req.token);
             let verdict = self.verifier.verify_with_refetch(token).await;
             // A revoked token is still watchable: the first notice arrives at once.
             let Some(t) = verdict.token.filter(|_| {
@@ -341,6 +341,16 @@ impl VerifierService {
             // Without it, every token of the subject: every cut-off rule matches.
             issued_at: req.issued_at,
         })
+    }
+}
+
+/// The token without a leading `Bearer ` scheme, which callers often pass on from an
+/// `Authorization` header. The scheme is case-insensitive (RFC 9110 §11.1), as ext_authz
+/// reads it too.
+fn without_bearer(raw: &str) -> &str {
+    match raw.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &raw[7..],
+        _ => raw,
     }
 }
 

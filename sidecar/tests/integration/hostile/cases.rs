@@ -971,6 +971,16 @@ pub(super) fn claims(k: &Keys) -> Vec<Case> {
             Reason::Ok,
         ),
         case(
+            "control: `bearer ` prefix (the scheme is case-insensitive)",
+            format!("bearer {}", hs.token(&hs.claims(NOW))),
+            Reason::Ok,
+        ),
+        case(
+            "`Bearer` without its space is not a scheme",
+            format!("Bearer{}", hs.token(&hs.claims(NOW))),
+            Reason::Malformed,
+        ),
+        case(
             "exp an hour ago",
             with2(rs, ("exp", json!(NOW - 3600)), ("iat", json!(NOW - 4000))),
             Reason::Expired,
