@@ -142,8 +142,8 @@ impl FileSource {
     /// A file that only adds events is applied at once. One that removes or changes an
     /// event in force (which withdraws a revocation) is applied only when a later poll
     /// finds it unchanged: a file written in place (truncated, then written) can be read
-    /// half-written, and a half that ends on a line boundary parses. Revoking is never
-    /// delayed; un-revoking waits one poll.
+    /// half-written, and a half that ends on a line boundary parses. So un-revoking waits
+    /// one poll, and so do additions made in the same change; pure additions do not.
     pub fn load(&mut self) -> Result<bool, RevocationsFileError> {
         let read_err = |source| RevocationsFileError::Read {
             path: self.path.clone(),
