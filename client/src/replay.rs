@@ -6,7 +6,7 @@
 //! against the trusted publisher keys the sidecars use; then anything else is reported as
 //! rejected, exactly as a sidecar would refuse to apply it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
@@ -286,8 +286,9 @@ pub struct LiveRule {
     pub created_at_ms: i64,
 }
 
-/// Applies events in order as a sidecar does — the first event with an id wins, a lift
-/// withdraws the named events, rules past their expiry are dropped — and returns the rules
+/// Applies events in order as a sidecar does — the first event with an id wins (a lifted
+/// id stays known, so publishing it again does not bring it back), a lift withdraws the
+/// named events, rules past their expiry are dropped — and returns the rules
 /// left, in sequence order. `max_token_lifetime`, when given, derives the expiry of rules
 /// without an explicit one (jti and session: creation + lifetime; subject and issuer:
 /// cut-off + lifetime; key: never).
@@ -297,12 +298,15 @@ pub fn live_rules(
     max_token_lifetime: Option<Duration>,
 ) -> Vec<LiveRule> {
     let mut revokes: HashMap<&str, &StoredEvent> = HashMap::new();
+    // Every revocation id seen, lifted or not.
+    let mut known: HashSet<&str> = HashSet::new();
     for stored in events {
         match &stored.event.action {
             Action::Revoke(_) => {
-                revokes
-                    .entry(stored.event.event_id.as_str())
-                    .or_insert(stored);
+                let id = stored.event.event_id.as_str();
+                if known.insert(id) {
+                    revokes.insert(id, stored);
+                }
             }
             Action::Lift { event_ids } => {
                 for id in event_ids {

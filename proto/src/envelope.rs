@@ -150,6 +150,11 @@ impl TrustedKeys {
         self.by_id.is_empty()
     }
 
+    /// Whether the key with id `key_id` is trusted.
+    pub fn contains(&self, key_id: &str) -> bool {
+        self.by_id.contains_key(key_id)
+    }
+
     /// Decodes a NATS message body, checks its signature, then decodes and validates
     /// the event inside.
     pub fn open(&self, message: &[u8]) -> Result<Event, EnvelopeError> {

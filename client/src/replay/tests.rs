@@ -95,6 +95,18 @@ fn a_revocation_after_its_lift_is_in_force() {
 }
 
 #[test]
+fn a_lifted_id_published_again_stays_lifted() {
+    // Sidecars keep a lifted id known and ignore its re-publication (a re-run bulk file,
+    // a re-sent `--event-id`): `list` must not show it as in force again.
+    let events = stored(vec![
+        revoke_event("a", RuleKind::Jti, &["t1"], None),
+        lift_event("l1", &["a"]),
+        revoke_event("a", RuleKind::Jti, &["t1"], None),
+    ]);
+    assert_eq!(ids(&live_rules(&events, NOW, None)), []);
+}
+
+#[test]
 fn expired_rules_are_dropped() {
     let events = stored(vec![
         revoke_event("past", RuleKind::Jti, &["t1"], Some(NOW - 1)),

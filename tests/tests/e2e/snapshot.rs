@@ -207,3 +207,37 @@ async fn a_snapshot_the_sidecar_cannot_trust_is_refused_and_the_stream_replayed(
     assert_answers(&sidecar, &tokens, Reason::Revoked).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_create_refuses_a_signing_key_outside_the_trusted_ones() -> anyhow::Result<()> {
+    let (fleet, ctl, _dir) = fleet_with_key_file().await?;
+    fleet
+        .publisher
+        .publish_all(&revocations(&fleet.issuer, 3).1)
+        .await?;
+    // Trusting only another key (a rotation half done): refused before anything is stored.
+    let (other, _) = SigningKey::generate()?;
+    let out = ctl
+        .run(&["--trust", &other.public_key(), "snapshot", "create"], RUN)
+        .await?;
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains("not among the --trust keys"), "{out}");
+    let info = ctl
+        .run(
+            &[
+                "-o",
+                "json",
+                "--trust",
+                &other.public_key(),
+                "snapshot",
+                "info",
+            ],
+            RUN,
+        )
+        .await?;
+    assert!(
+        !info.stdout.contains("covered_sequence"),
+        "no snapshot was stored: {info}"
+    );
+    Ok(())
+}

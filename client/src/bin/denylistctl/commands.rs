@@ -255,6 +255,16 @@ fn required_trust(g: &Global, what: &str) -> anyhow::Result<TrustedKeys> {
 async fn snapshot_create(g: &Global, args: &SnapshotCreateArgs) -> anyhow::Result<ExitCode> {
     let key = load_key(g)?;
     let trusted = required_trust(g, "snapshot create")?;
+    // Sidecars apply a snapshot only if its signer is one of their trusted publishers:
+    // one signed by another key would replace the stored snapshot with one every sidecar
+    // refuses.
+    anyhow::ensure!(
+        trusted.contains(key.key_id()),
+        "the signing key {} is not among the --trust keys: every sidecar would refuse a \
+         snapshot signed with it; nothing was stored (add its public key to the trusted \
+         publishers first, or sign with a trusted key)",
+        key.key_id()
+    );
     let bucket = snapshot_bucket(g, &args.bucket);
     let (_client, js) = connect(g).await?;
     let started = std::time::Instant::now();
