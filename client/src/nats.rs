@@ -153,7 +153,7 @@ impl NatsOptions {
             .connect(self.servers().as_slice())
             .await
             .map_err(|source| NatsError::Connect {
-                url: self.url.clone(),
+                url: shown_urls(&self.url),
                 source,
             })
     }
@@ -255,6 +255,28 @@ fn check_readable(path: &Path) -> Result<(), NatsError> {
     std::fs::File::open(path)
         .map(drop)
         .map_err(|source| read_error(path, source))
+}
+
+/// Server URLs as they may be printed: the user info a URL can carry (`user:password@`,
+/// `token@`) is replaced by `***`, as async-nats accepts credentials there.
+pub fn shown_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let rest = match rest[..authority_end].rfind('@') {
+                Some(at) => format!("***{}", &rest[at..]),
+                None => rest.to_owned(),
+            };
+            if scheme.is_empty() {
+                rest
+            } else {
+                format!("{scheme}://{rest}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

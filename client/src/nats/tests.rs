@@ -69,3 +69,27 @@ async fn nothing_listening_fails_within_the_deadline() {
     assert!(matches!(err, NatsError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn credentials_in_urls_are_never_shown() {
+    assert_eq!(
+        shown_urls("nats://alice:s3cret@nats:4222, tls://t0ken@h:1/x@y,nats://plain:4222"),
+        "nats://***@nats:4222,tls://***@h:1/x@y,nats://plain:4222"
+    );
+    assert_eq!(shown_urls("u:p@host:4222"), "***@host:4222");
+}
+
+#[tokio::test]
+async fn a_failed_connect_does_not_print_the_password() {
+    let options = NatsOptions::new("nats://alice:s3cret@127.0.0.1:1");
+    let err = tokio::time::timeout(Duration::from_secs(10), options.connect())
+        .await
+        .unwrap()
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("127.0.0.1:1"), "{shown}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("alice"),
+        "{shown}"
+    );
+}

@@ -30,7 +30,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Args)]
 pub(crate) struct Global {
     /// NATS server URL(s), comma-separated.
-    #[arg(long, global = true, value_name = "URL", env = env::NATS_URL, default_value = env::DEFAULT_NATS_URL)]
+    #[arg(long, global = true, value_name = "URL", env = env::NATS_URL, default_value = env::DEFAULT_NATS_URL, hide_env_values = true)]
     pub(crate) nats: String,
     /// NATS credentials file (JWT and nkey seed).
     #[arg(long, global = true, value_name = "FILE", env = env::NATS_CREDS)]
