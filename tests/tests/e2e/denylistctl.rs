@@ -336,3 +336,13 @@ async fn a_bad_bulk_file_is_rejected_before_anything_is_published() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_with_no_sidecar_answering_is_a_negative_answer() -> anyhow::Result<()> {
+    // Nothing confirmed the revocations: `denylistctl fleet && echo applied` must not pass.
+    let setup = setup().await?;
+    let out = setup.ctl.run(&["fleet", "--wait", "200ms"], RUN).await?;
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    assert!(out.stderr.contains("no sidecar answered"), "{out}");
+    Ok(())
+}

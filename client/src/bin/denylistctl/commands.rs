@@ -801,6 +801,8 @@ async fn fleet_status(g: &Global, args: &FleetArgs) -> anyhow::Result<ExitCode> 
             denylist_client::subjects::STATUS_SUBJECT,
             humantime::format_duration(args.wait)
         );
+        // Nothing was confirmed: `fleet && echo applied` must not pass.
+        return Ok(ExitCode::from(EXIT_NEGATIVE));
     }
     if replies.undecodable > 0 {
         eprintln!(
