@@ -80,6 +80,21 @@ async fn run_to_exit(config: &Path, dir: &Path) -> Output {
         .expect("wait for denylist-sidecar")
 }
 
+/// Asserts the sidecar exited non-zero; returns what it wrote to stderr.
+fn exited_nonzero(out: &Output) -> String {
+    let stderr = plain(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr:\n{stderr}"
+    );
+    stderr
+}
+
+/// Asserts no socket was bound in `dir`: the start failed before listening.
+fn assert_nothing_bound(dir: &Path) {
+    assert!(!dir.join("sidecar.sock").exists(), "nothing was bound");
+}
+
 fn ec_pem(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("k1.pub.pem");
     std::fs::write(&path, TestKey::ec_p256(Some("k1")).public_pem()).expect("write PEM");
@@ -92,11 +107,7 @@ async fn mixed_hmac_and_public_key_algorithms_exit_nonzero_naming_field_and_file
     let pem = ec_pem(dir.path());
     let config = write_config(dir.path(), "algorithms = [\"ES256\", \"HS256\"]", &pem);
     let out = run_to_exit(&config, dir.path()).await;
-    let stderr = plain(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must exit non-zero; stderr:\n{stderr}"
-    );
+    let stderr = exited_nonzero(&out);
     assert!(
         stderr.contains("issuers[0].algorithms"),
         "stderr names the field:\n{stderr}"
@@ -105,10 +116,7 @@ async fn mixed_hmac_and_public_key_algorithms_exit_nonzero_naming_field_and_file
         stderr.contains(&config.to_string_lossy().into_owned()),
         "stderr names the file:\n{stderr}"
     );
-    assert!(
-        !dir.path().join("sidecar.sock").exists(),
-        "nothing was bound"
-    );
+    assert_nothing_bound(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,11 +129,7 @@ async fn misspelt_field_exits_nonzero_naming_field_and_file() {
         &pem,
     );
     let out = run_to_exit(&config, dir.path()).await;
-    let stderr = plain(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must exit non-zero; stderr:\n{stderr}"
-    );
+    let stderr = exited_nonzero(&out);
     assert!(
         stderr.contains("max_lifetme"),
         "stderr names the field:\n{stderr}"
@@ -142,19 +146,12 @@ async fn missing_key_file_exits_nonzero_naming_the_file() {
     let missing = dir.path().join("no-such-key.pem");
     let config = write_config(dir.path(), "algorithms = [\"ES256\"]", &missing);
     let out = run_to_exit(&config, dir.path()).await;
-    let stderr = plain(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must exit non-zero; stderr:\n{stderr}"
-    );
+    let stderr = exited_nonzero(&out);
     assert!(
         stderr.contains(&missing.to_string_lossy().into_owned()),
         "stderr names the key file:\n{stderr}"
     );
-    assert!(
-        !dir.path().join("sidecar.sock").exists(),
-        "nothing was bound"
-    );
+    assert_nothing_bound(dir.path());
 }
 
 /// RFC 7518 §3.2: an HMAC secret must be at least as long as the hash output, so a
@@ -174,11 +171,7 @@ async fn hmac_secret_too_short_for_an_allowed_algorithm_exits_nonzero_naming_the
     );
     std::fs::write(&config, text).expect("write config");
     let out = run_to_exit(&config, dir.path()).await;
-    let stderr = plain(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must exit non-zero; stderr:\n{stderr}"
-    );
+    let stderr = exited_nonzero(&out);
     for part in [
         secret.to_string_lossy().as_ref(),
         "40 bytes",
@@ -187,10 +180,7 @@ async fn hmac_secret_too_short_for_an_allowed_algorithm_exits_nonzero_naming_the
     ] {
         assert!(stderr.contains(part), "stderr lacks {part:?}:\n{stderr}");
     }
-    assert!(
-        !dir.path().join("sidecar.sock").exists(),
-        "nothing was bound"
-    );
+    assert_nothing_bound(dir.path());
 }
 
 /// A mistyped `--socket` naming an ordinary file must not delete it.
@@ -202,11 +192,7 @@ async fn a_socket_path_holding_an_ordinary_file_is_refused_and_the_file_kept() {
     let precious = dir.path().join("sidecar.sock");
     std::fs::write(&precious, b"not a socket").expect("write file");
     let out = run_to_exit(&config, dir.path()).await;
-    let stderr = plain(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "must exit non-zero; stderr:\n{stderr}"
-    );
+    let stderr = exited_nonzero(&out);
     assert!(
         stderr.contains("not a socket"),
         "stderr says why:\n{stderr}"
