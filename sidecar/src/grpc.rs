@@ -220,7 +220,7 @@ impl VerifierApi for VerifierService {
         let target = self.watch_target(request.into_inner()).await?;
         // Subscribe before the first check, so a revocation applied in between is seen.
         let mut changes = self.changes.subscribe();
-        let mut stopping = self.stopping.clone();
+        let stopping = self.stopping.clone();
         let verifier = Arc::clone(&self.verifier);
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         // The task ends when the watched target is revoked, when the caller goes away,
@@ -240,7 +240,7 @@ impl VerifierApi for VerifierService {
                 }
                 tokio::select! {
                     () = tx.closed() => return,
-                    () = until_true(&mut stopping) => {
+                    () = crate::app::stopped(stopping.clone()) => {
                         let _ = tx.send(shutting_down()).await;
                         return;
                     }
@@ -258,12 +258,6 @@ impl VerifierApi for VerifierService {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
-}
-
-/// Waits until `flag` is true, or its sender is gone (which also means stopping).
-async fn until_true(flag: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`: dropped here, before any await.
-    let _ = flag.wait_for(|s| *s).await;
 }
 
 /// What a Watch call watches, owned so it can outlive the request.

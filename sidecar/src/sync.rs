@@ -271,13 +271,19 @@ impl StreamFollower {
         self.with_timeout(self.js.get_stream(&self.stream)).await
     }
 
-    /// Whether `info` shows events not applied yet, or a stream other than the one
-    /// followed so far (created again: its sequences start over).
-    fn replaced_or_ahead(&self, info: &async_nats::jetstream::stream::Info) -> bool {
-        info.state.last_sequence != self.applied
+    /// Whether `info` is of a stream other than the one followed so far: a new
+    /// creation time, or a last sequence below the one applied. It was deleted and
+    /// created again, and its sequences start over.
+    fn recreated(&self, info: &async_nats::jetstream::stream::Info) -> bool {
+        info.state.last_sequence < self.applied
             || self
                 .stream_created
                 .is_some_and(|c| c != info.created.unix_timestamp_nanos())
+    }
+
+    /// Whether `info` shows events not applied yet, or a recreated stream.
+    fn replaced_or_ahead(&self, info: &async_nats::jetstream::stream::Info) -> bool {
+        info.state.last_sequence > self.applied || self.recreated(info)
     }
 
     /// Applies every stored event after the last applied one, up to the stream's
@@ -286,11 +292,9 @@ impl StreamFollower {
         let stream = self.stream().await?;
         let info = stream.cached_info();
         self.freshness.mark_heard();
-        let created = info.created.unix_timestamp_nanos();
-        let recreated = self.stream_created.is_some_and(|c| c != created);
-        if recreated || info.state.last_sequence < self.applied {
-            // Deleted and created again (lost storage, a second `stream init`): its
-            // sequences start over, and waiting for ours would ignore every new event.
+        if self.recreated(info) {
+            // Lost storage, or a second `stream init` after a delete: waiting for our
+            // sequence would ignore every new event.
             // Follow it from its start; the rules already applied stay in force.
             tracing::error!(
                 stream = %self.stream,
@@ -301,7 +305,7 @@ impl StreamFollower {
             metrics::counter!("denylist_sync_stream_resets_total").increment(1);
             self.applied = 0;
         }
-        self.stream_created = Some(created);
+        self.stream_created = Some(info.created.unix_timestamp_nanos());
         if !self.warned_max_age
             && !info.config.max_age.is_zero()
             && info.config.max_age < self.longest_lifetime

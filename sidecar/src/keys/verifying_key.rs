@@ -111,6 +111,12 @@ impl VerifyingKey {
                 secret.len()
             )));
         }
+        // A hash's key only when the secret is long enough for it (RFC 7518 §3.2).
+        let keyed = |alg: Algorithm, h: hmac::Algorithm| {
+            alg.min_hmac_secret_bytes()
+                .is_some_and(|min| secret.len() >= min)
+                .then(|| hmac::Key::new(h, secret))
+        };
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(b"hmac\0");
         ctx.update(secret);
@@ -120,8 +126,8 @@ impl VerifyingKey {
             alg: None,
             material: Material::Hmac(Box::new(HmacKeys {
                 hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
-                hs384: (secret.len() >= 48).then(|| hmac::Key::new(hmac::HMAC_SHA384, secret)),
-                hs512: (secret.len() >= 64).then(|| hmac::Key::new(hmac::HMAC_SHA512, secret)),
+                hs384: keyed(Algorithm::HS384, hmac::HMAC_SHA384),
+                hs512: keyed(Algorithm::HS512, hmac::HMAC_SHA512),
             })),
             fingerprint: fingerprint_of(ctx.finish()),
         })
