@@ -22,6 +22,9 @@ use crate::freshness::FreshnessView;
 use crate::keys::KeyStore;
 use crate::verify::{VerifiedToken, Verifier};
 
+mod request_limit;
+use request_limit::RequestLimit;
+
 /// Longest field accepted in a `CheckRequest` or `WatchRequest`.
 const MAX_FIELD_BYTES: usize = 1024;
 
@@ -430,7 +433,8 @@ fn json_to_value(v: serde_json::Value) -> prost_types::Value {
 /// Limits applied to the gRPC server.
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcLimits {
-    /// Largest request message.
+    /// Largest request message, not counting its protobuf framing; a larger one is
+    /// refused with `RESOURCE_EXHAUSTED`.
     pub max_request_bytes: usize,
     /// Most concurrent streams per connection.
     pub max_concurrent_streams: u32,
@@ -453,9 +457,9 @@ pub fn routes(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let verifier = VerifierServer::new(service)
-        .max_decoding_message_size(limits.max_request_bytes)
+        .max_decoding_message_size(limits.max_request_bytes + request_limit::FRAMING_BYTES)
         .max_encoding_message_size(limits.max_request_bytes.max(1 << 20));
-    let mut routes = tonic::service::Routes::new(verifier)
+    let mut routes = tonic::service::Routes::new(RequestLimit::new(verifier))
         .add_service(health_service)
         .add_service(reflection);
     if let Some(ext_authz) = ext_authz {

@@ -20,5 +20,7 @@ mod harness;
 mod hostile;
 #[path = "integration/rfc_vectors.rs"]
 mod rfc_vectors;
+#[path = "integration/uds_authority.rs"]
+mod uds_authority;
 #[path = "integration/watch.rs"]
 mod watch;

@@ -252,15 +252,15 @@ async fn wait_until_serving(socket: &Path, child: &mut Child) {
 
 /// A sidecar binary serving one ES256 issuer from a PEM file in a new temp dir, with
 /// `shutdown_grace` as given; returns once it answers `Status` ready.
-struct Running {
+pub(crate) struct Running {
     /// Holds the config, key and socket until the test ends.
     _dir: tempfile::TempDir,
     issuer: Issuer,
-    socket: std::path::PathBuf,
+    pub(crate) socket: std::path::PathBuf,
     child: Child,
 }
 
-async fn start_es256(grace: &str) -> Running {
+pub(crate) async fn start_es256(grace: &str) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let issuer = Issuer::new(
         "https://issuer.example",
@@ -303,7 +303,7 @@ impl Running {
 
     /// Sends SIGTERM and waits (bounded by `within`) for the exit; the status and
     /// what the sidecar wrote to stderr.
-    async fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn terminate(&mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().expect("running child has a pid");
         let kill = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])

@@ -410,16 +410,31 @@ async fn oversized_grpc_request_gets_a_status_and_the_server_keeps_serving() {
         .expect_err("a 100 KB request must be refused by the server");
     assert_eq!(
         status.code(),
-        tonic::Code::OutOfRange,
-        "the over-limit request gets a clear status: {status:?}"
+        tonic::Code::ResourceExhausted,
+        "the over-limit request gets the status gRPC clients expect: {status:?}"
     );
     assert!(
         status.message().contains("too large"),
         "the status says why: {status:?}"
     );
-    // Under the request limit, over the token limit: a normal answer.
+    // Over the request limit and the 16 bytes of framing slack the server allows
+    // (`FRAMING_BYTES` in the sidecar's gRPC module): refused too.
+    let status = sidecar
+        .try_verify(&"a".repeat(64 * 1024 + 16 + 1))
+        .await
+        .expect_err("a token over the request limit and its framing slack");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Under the request limit, over the token limit: a normal answer, up to a token
+    // of exactly the request limit (its protobuf framing is not counted).
     sidecar
         .assert_reason(&"a".repeat(60_000), Reason::TokenTooLarge, "a 60 KB token")
+        .await;
+    sidecar
+        .assert_reason(
+            &"a".repeat(64 * 1024),
+            Reason::TokenTooLarge,
+            "a token of exactly max_request_bytes",
+        )
         .await;
     // The same connection keeps working.
     assert_no_failures(&still_serves(&sidecar, &keys.all()).await);
