@@ -220,6 +220,45 @@ async fn check_config_accepts_a_valid_config() {
     );
 }
 
+/// The example configurations the docs point newcomers at are valid as shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_configs_pass_check_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for example in [
+        "examples/standalone/config.toml",
+        "examples/fleet/config.toml",
+    ] {
+        let text = std::fs::read_to_string(root.join(example)).expect("read the example");
+        // The fleet example's JWKS lives on the issuer's host; --check-config tries a
+        // fetch (a failure is only a warning), so point it at a closed loopback port
+        // rather than the network.
+        let text = text.replace(
+            "https://auth.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:9/jwks.json",
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut cmd = sidecar_command(&config, dir.path());
+        // Relative key paths in the examples are relative to the repository root.
+        cmd.current_dir(&root).arg("--check-config");
+        if example.contains("standalone") {
+            // The example's revocations file lives where the demo creates it.
+            let file = dir.path().join("revocations.jsonl");
+            std::fs::write(&file, b"").expect("write revocations");
+            cmd.arg("--revocations-file").arg(file);
+        }
+        let out = within("--check-config", cmd.output())
+            .await
+            .expect("run --check-config");
+        assert!(
+            out.status.success(),
+            "{example} is valid; stderr:\n{}",
+            plain(&out.stderr)
+        );
+    }
+}
+
 /// Polls until the sidecar answers `Status` ready on `socket`.
 async fn wait_until_serving(socket: &Path, child: &mut Child) {
     let poll = async {
