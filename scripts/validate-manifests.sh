@@ -19,12 +19,19 @@ K8S_VERSIONS="${K8S_VERSIONS:-1.29.0 1.33.0}"
 ALLOWLIST=(
     "cert-manager.io/v1 Certificate"
     "cert-manager.io/v1 Issuer"
+    "monitoring.coreos.com/v1 PodMonitor"
+    "monitoring.coreos.com/v1 PrometheusRule"
     "networking.istio.io/v1 ServiceEntry"
     "security.istio.io/v1 AuthorizationPolicy"
+    "traefik.io/v1alpha1 Middleware"
 )
 # Manifests outside the overlays that are validated as they are.
 DEPLOY="${DENYLIST_DEPLOY_DIR:-$ROOT/deploy}"
-EXTRA=("$DEPLOY/istio/ext-authz.yaml")
+EXTRA=(
+    "$DEPLOY/istio/ext-authz.yaml"
+    "$DEPLOY/ingress-nginx/ingress.yaml"
+    "$DEPLOY/traefik/middleware.yaml"
+)
 
 if ! command -v kubectl >/dev/null 2>&1; then
     cat >&2 <<'MSG'
@@ -93,7 +100,8 @@ PY
     done
 }
 
-for overlay in "$WORK"/deploy/overlays/*/; do
+# deploy/monitoring is its own kustomization (rules, PodMonitor, dashboard ConfigMap).
+for overlay in "$WORK"/deploy/overlays/*/ "$WORK"/deploy/monitoring/; do
     name="$(basename "$overlay")"
     if ! kubectl kustomize "$overlay" >"$WORK/$name.yaml" 2>"$WORK/$name.err"; then
         echo "FAIL $name: kubectl kustomize failed:" >&2

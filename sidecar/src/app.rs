@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -21,9 +22,10 @@ use tonic_health::ServingStatus;
 
 use crate::admin;
 use crate::clock::SharedClock;
-use crate::config::{Config, DenylistSource, ListenConfig};
+use crate::config::{Config, DenylistSource, ForwardAuthConfig, ListenConfig};
 use crate::denylist::{Denylist, DenylistSettings};
 use crate::ext_authz::ExtAuthzService;
+use crate::forward_auth;
 use crate::freshness::Freshness;
 use crate::grpc::{self, GrpcLimits, ServiceInfo, VerifierService};
 use crate::keys::{KeyError, KeyStore};
@@ -103,6 +105,32 @@ impl Listeners {
     }
 }
 
+/// The forward-auth listeners (`[forward_auth]`), apart from [`Listeners`] because
+/// they come from their own config section. [`App::run`] binds them itself unless
+/// they are handed in with [`App::with_forward_auth_listeners`] (tests bind port 0).
+#[derive(Debug, Default)]
+pub struct ForwardAuthListeners {
+    /// HTTP on loopback TCP.
+    pub tcp: Option<TcpListener>,
+    /// HTTP on a Unix socket, with its path (removed on shutdown).
+    pub unix: Option<(UnixListener, PathBuf)>,
+}
+
+impl ForwardAuthListeners {
+    /// Binds what `[forward_auth]` asks for (nothing when it is disabled).
+    pub async fn bind(config: &ForwardAuthConfig) -> Result<Self, AppError> {
+        if !config.enabled {
+            return Ok(Self::default());
+        }
+        let tcp = bind_tcp(config.listen, "forward-auth HTTP").await?;
+        let unix = match &config.socket {
+            Some(path) => Some((bind_unix(path).await?, path.clone())),
+            None => None,
+        };
+        Ok(Self { tcp, unix })
+    }
+}
+
 async fn bind_tcp(
     addr: Option<std::net::SocketAddr>,
     what: &str,
@@ -155,6 +183,7 @@ pub struct App {
     changes: broadcast::Sender<u64>,
     clock: SharedClock,
     metrics: Option<PrometheusHandle>,
+    forward_auth_listeners: Option<ForwardAuthListeners>,
 }
 
 /// Fleet-mode pieces, built at start and run by [`App::run`].
@@ -265,16 +294,43 @@ impl App {
             changes,
             clock,
             metrics,
+            forward_auth_listeners: None,
         })
+    }
+
+    /// Serves forward-auth on these listeners instead of binding `[forward_auth]`'s
+    /// addresses (used only when `forward_auth.enabled`).
+    #[must_use]
+    pub fn with_forward_auth_listeners(mut self, listeners: ForwardAuthListeners) -> Self {
+        self.forward_auth_listeners = Some(listeners);
+        self
     }
 
     /// Serves until `shutdown` completes, then drains in-flight calls for at most
     /// `shutdown_grace` and removes the socket file.
     pub async fn run(
-        self,
+        mut self,
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), AppError> {
+        // Bound first, so a port in use fails the start before anything runs.
+        let forward_auth_listeners = match self.forward_auth_listeners.take() {
+            Some(l) if self.config.forward_auth.enabled => l,
+            _ => ForwardAuthListeners::bind(&self.config.forward_auth).await?,
+        };
+        let forward_auth_router = if self.config.forward_auth.enabled {
+            Some(
+                forward_auth::router(
+                    Arc::clone(&self.verifier),
+                    self.config.forward_auth.clone(),
+                )
+                .ok_or(AppError::Unsupported(
+                    "forward_auth: a header name does not parse (config validation was skipped?)",
+                ))?,
+            )
+        } else {
+            None
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -396,6 +452,38 @@ impl App {
             });
         }
 
+        let forward_auth_socket = forward_auth_listeners.unix.as_ref().map(|(_, p)| p.clone());
+        if let Some(router) = forward_auth_router {
+            if let Some(listener) = forward_auth_listeners.tcp {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "forward-auth HTTP listening");
+                }
+                // Nagle would hold back the small answers a proxy waits on per request.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "forward-auth: cannot set TCP_NODELAY");
+                    }
+                });
+                let (router, stop) = (router.clone(), stopped(stop_rx.clone()));
+                servers.spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+            }
+            if let Some((listener, path)) = forward_auth_listeners.unix {
+                tracing::info!(socket = %path.display(), "forward-auth HTTP listening");
+                let stop = stopped(stop_rx.clone());
+                servers.spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+            }
+        }
+
         // Run until asked to stop, or until a server fails on its own.
         let mut failure = None;
         tokio::select! {
@@ -427,10 +515,10 @@ impl App {
             servers.abort_all();
             tasks.abort_all();
         }
-        if let Some(path) = socket_path
-            && let Err(e) = std::fs::remove_file(&path)
-        {
-            tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket file");
+        for path in [socket_path, forward_auth_socket].into_iter().flatten() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket file");
+            }
         }
         match failure {
             Some(e) => Err(AppError::Serve(e)),

@@ -14,6 +14,10 @@ use serde::Deserialize;
 
 use crate::algorithm::{Algorithm, KeyFamily};
 
+mod authz;
+
+pub use authz::{ExtAuthzConfig, ForwardAuthConfig};
+
 /// Largest `denylist.expected_entries`: a Bloom filter of ~180 MB at 0.1 %.
 const MAX_EXPECTED_ENTRIES: usize = 100_000_000;
 
@@ -97,6 +101,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Envoy / Istio external authorization (`envoy.service.auth.v3.Authorization`).
     pub ext_authz: ExtAuthzConfig,
+    /// The HTTP forward-auth endpoint (nginx `auth_request`, Traefik `ForwardAuth`).
+    pub forward_auth: ForwardAuthConfig,
     /// NATS JetStream connection, for `denylist.source = "nats"`.
     pub nats: NatsConfig,
     /// How long SIGTERM waits for in-flight calls before exiting anyway. Default 10 s.
@@ -115,6 +121,7 @@ impl Default for Config {
             denylist: DenylistConfig::default(),
             log: LogConfig::default(),
             ext_authz: ExtAuthzConfig::default(),
+            forward_auth: ForwardAuthConfig::default(),
             nats: NatsConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             issuers: Vec::new(),
@@ -432,39 +439,6 @@ impl NatsConfig {
     }
 }
 
-/// How the Envoy `ext_authz` endpoint finds the token and what it forwards.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExtAuthzConfig {
-    /// Serve `envoy.service.auth.v3.Authorization/Check` on the gRPC listeners. Default true.
-    pub enabled: bool,
-    /// Request header carrying `Bearer <token>`. Default `authorization`.
-    pub header: String,
-    /// Cookie holding the bare token, tried when the header is absent. Default: none.
-    pub cookie: Option<String>,
-    /// Claims forwarded to the upstream as request headers: claim name → header name.
-    /// Headers named here are always removed from the client's request first, so a
-    /// client cannot forge them. Default `{ sub = "x-denylist-subject" }`.
-    pub forward_claims: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for ExtAuthzConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            header: "authorization".to_owned(),
-            cookie: None,
-            forward_claims: [("sub".to_owned(), "x-denylist-subject".to_owned())].into(),
-        }
-    }
-}
-
-fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
-}
-
 /// One trusted token issuer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -485,6 +459,10 @@ pub struct IssuerConfig {
     pub require_exp: bool,
     /// Reject tokens without `jti` (they cannot be revoked one by one). Default true.
     pub require_jti: bool,
+    /// Reject tokens without `iat`. Default true: such a token would match every
+    /// cut-off rule only while that rule is kept, so once a `subject` or `issuer`
+    /// rule is pruned it could outlive the revocation.
+    pub require_iat: bool,
     /// Where the keys come from.
     pub keys: KeySourceConfig,
 }
@@ -499,6 +477,7 @@ impl Default for IssuerConfig {
             max_lifetime: Duration::from_secs(24 * 3600),
             require_exp: true,
             require_jti: true,
+            require_iat: true,
             keys: KeySourceConfig::default(),
         }
     }
@@ -767,26 +746,8 @@ impl Config {
         if self.shutdown_grace > Duration::from_secs(600) {
             return Err(invalid("shutdown_grace", "must be at most 10 minutes"));
         }
-        let ea = &self.ext_authz;
-        if !is_header_name(&ea.header) {
-            return Err(invalid(
-                "ext_authz.header",
-                "must be a lower-case HTTP header name (Envoy lower-cases them)",
-            ));
-        }
-        if let Some(cookie) = &ea.cookie
-            && (cookie.is_empty() || cookie.contains([';', '=', ' ']))
-        {
-            return Err(invalid("ext_authz.cookie", "must be a cookie name"));
-        }
-        for (claim, header) in &ea.forward_claims {
-            if !is_header_name(header) {
-                return Err(invalid(
-                    format!("ext_authz.forward_claims.{claim}"),
-                    "must be a lower-case HTTP header name",
-                ));
-            }
-        }
+        self.ext_authz.validate()?;
+        self.forward_auth.validate(&self.listen)?;
         if self.issuers.is_empty() {
             return Err(invalid(
                 "issuers",

@@ -14,6 +14,7 @@ pub mod denylist;
 pub mod events;
 pub mod ext_authz;
 pub mod fleet;
+pub mod forward_auth;
 pub mod freshness;
 pub mod grpc;
 pub mod jws;

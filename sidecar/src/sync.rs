@@ -135,6 +135,9 @@ pub struct StreamFollower {
     warned_max_age: bool,
     /// The snapshot bucket, until a start from a snapshot has been tried.
     snapshot_bucket: Option<String>,
+    /// When this follower was made (Unix ms): events created before it are a backlog
+    /// replayed at start, not propagation, and stay out of the publish → apply histogram.
+    started_ms: i64,
 }
 
 impl StreamFollower {
@@ -152,7 +155,9 @@ impl StreamFollower {
         clock: SharedClock,
         longest_lifetime: Duration,
     ) -> Self {
+        crate::telemetry::register_sync_metrics();
         Self {
+            started_ms: clock.now_ms(),
             js: async_nats::jetstream::new(client.clone()),
             client,
             stream: config.stream.clone(),
@@ -268,7 +273,11 @@ impl StreamFollower {
     /// The stream, with its info as of now: `get_stream` is itself the STREAM.INFO
     /// request, so one round trip serves both the heartbeat and a catch-up.
     async fn stream(&self) -> Result<async_nats::jetstream::stream::Stream, SyncError> {
-        self.with_timeout(self.js.get_stream(&self.stream)).await
+        let stream = self.with_timeout(self.js.get_stream(&self.stream)).await?;
+        // Beside `denylist_sequence`, the lag an operator alerts on.
+        metrics::gauge!("denylist_stream_last_sequence")
+            .set(stream.cached_info().state.last_sequence as f64);
+        Ok(stream)
     }
 
     /// Whether `info` is of a stream other than the one followed so far: a new
@@ -491,7 +500,8 @@ impl StreamFollower {
             Ok(event) => {
                 let applied = self.denylist.apply(&event);
                 let lag_ms = self.clock.now_ms() - event.created_at_ms;
-                if lag_ms >= 0 {
+                // A negative lag is clock skew between publisher and sidecar.
+                if lag_ms >= 0 && event.created_at_ms >= self.started_ms {
                     metrics::histogram!("denylist_publish_to_apply_seconds")
                         .record(lag_ms as f64 / 1000.0);
                 }

@@ -200,3 +200,124 @@ fn absurd_sizes_are_rejected() {
         "verify.cache_entries"
     );
 }
+
+/// `MINIMAL` with a `[forward_auth]` section of `lines`.
+fn with_forward_auth(lines: &str) -> Result<(), ConfigError> {
+    Config::from_toml(&format!("[forward_auth]\n{lines}\n{MINIMAL}"))?.validate()
+}
+
+#[test]
+fn forward_auth_is_off_by_default_on_loopback() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert!(!c.forward_auth.enabled);
+    assert_eq!(
+        c.forward_auth.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 9152)))
+    );
+    assert_eq!(c.forward_auth.socket, None);
+    assert_eq!(c.forward_auth.header, "authorization");
+    assert_eq!(
+        c.forward_auth.forward_claims.get("sub").map(String::as_str),
+        Some("x-denylist-subject")
+    );
+    with_forward_auth("enabled = true").unwrap();
+    with_forward_auth("enabled = true\nlisten = \"\"\nsocket = \"/run/denylist/fa.sock\"").unwrap();
+    with_forward_auth("enabled = true\nlisten = \"[::1]:9152\"").unwrap();
+}
+
+#[test]
+fn forward_auth_refuses_a_non_loopback_address_even_when_off() {
+    for addr in [
+        "0.0.0.0:9152",
+        "10.0.0.7:9152",
+        "[::]:9152",
+        "[::ffff:127.0.0.1]:9152",
+    ] {
+        for enabled in [true, false] {
+            let err = with_forward_auth(&format!("enabled = {enabled}\nlisten = \"{addr}\""))
+                .unwrap_err();
+            assert!(err.to_string().contains("loopback"), "{err}");
+            assert_eq!(field_of(err), "forward_auth.listen", "{addr}");
+        }
+    }
+}
+
+#[test]
+fn forward_auth_needs_a_listener_of_its_own() {
+    let err = with_forward_auth("enabled = true\nlisten = \"\"").unwrap_err();
+    assert_eq!(field_of(err), "forward_auth");
+    // Disabled, no listener is fine.
+    with_forward_auth("listen = \"\"").unwrap();
+    let err = with_forward_auth("enabled = true\nsocket = \"/var/run/denylist/sidecar.sock\"")
+        .unwrap_err();
+    assert_eq!(field_of(err), "forward_auth.socket");
+    let err = with_forward_auth("enabled = true\nlisten = \"127.0.0.1:9151\"").unwrap_err();
+    assert!(err.to_string().contains("listen.admin"), "{err}");
+    assert_eq!(field_of(err), "forward_auth.listen");
+}
+
+#[test]
+fn forward_auth_header_cookie_and_claims_are_checked() {
+    for (lines, field) in [
+        ("header = \"Authorization\"", "forward_auth.header"),
+        ("header = \"x token\"", "forward_auth.header"),
+        ("cookie = \"a=b\"", "forward_auth.cookie"),
+        ("cookie = \"\"", "forward_auth.cookie"),
+        ("cookie = \"a;b\"", "forward_auth.cookie"),
+        (
+            "forward_claims = { sub = \"X-Subject\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "forward_claims = { sub = \"x-subject\\r\\nx-admin\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "forward_claims = { sub = \"host\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "forward_claims = { sub = \"content-length\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "forward_claims = { sub = \"authorization\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "forward_claims = { sub = \"proxy-user\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "header = \"x-token\"\nforward_claims = { sub = \"x-token\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "forward_claims = { email = \"x-user\", sub = \"x-user\" }",
+            "forward_auth.forward_claims.sub",
+        ),
+        (
+            "forward_claims = { \"\" = \"x-user\" }",
+            "forward_auth.forward_claims",
+        ),
+    ] {
+        let err = with_forward_auth(lines).unwrap_err();
+        assert_eq!(field_of(err), field, "{lines}");
+    }
+    with_forward_auth(
+        "enabled = true\nheader = \"x-token\"\ncookie = \"__Host-session\"\n\
+         forward_claims = { sub = \"x-user\", roles = \"x-user-roles\", aud = \"x-aud\" }",
+    )
+    .unwrap();
+}
+
+#[test]
+fn ext_authz_claims_get_the_same_checks() {
+    let err = Config::from_toml(&format!(
+        "[ext_authz]\nforward_claims = {{ sub = \"host\" }}\n{MINIMAL}"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap_err();
+    assert_eq!(field_of(err), "ext_authz.forward_claims.sub");
+}
