@@ -10,6 +10,8 @@
 //!   for the stream's acknowledgement (with [`NatsOptions`] for the connection and its auth;
 //!   [`publisher::revocation`] and [`publisher::lift`] build events).
 //! - [`stream`]: creates, updates and describes the JetStream stream every sidecar follows.
+//! - [`direct`]: reads the stream with batched direct gets, which keep no state on the server
+//!   (no consumer): how a sidecar catches up.
 //! - [`snapshot`]: builds the signed snapshots that let a starting sidecar skip replaying
 //!   the whole stream, and checks the stored one as a sidecar would.
 //! - [`replay`], [`fleet`], [`bulk`]: what `denylistctl` builds on — reading the stream back
@@ -20,6 +22,7 @@
 //! [`pb::Claims`]: denylist_proto::pb::Claims
 
 pub mod bulk;
+pub mod direct;
 pub mod env;
 pub mod fleet;
 pub mod ids;
@@ -36,6 +39,7 @@ pub mod verifier;
 #[cfg(test)]
 mod fake_verifier;
 
+pub use direct::{DirectGetError, DirectReader, UpTo};
 pub use layer::{Freshness, VerifyLayer, VerifyService};
 pub use nats::{NatsError, NatsOptions};
 pub use publisher::{PublishError, Published, Publisher};

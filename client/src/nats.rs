@@ -1,11 +1,14 @@
 //! [`NatsOptions`]: how the publisher and `denylistctl` reach NATS — server URLs,
 //! authentication (credentials file, nkey seed, user and password, token), TLS, timeouts — and
-//! the JetStream context built on the connection.
+//! the JetStream context built on the connection. Also how NATS work is retried:
+//! [`Backoff`] (exponential, jittered) and [`retry_until`], which retries one step until a
+//! deadline and then fails with an error naming the step ([`StepError`]).
 //!
 //! The options mirror the sidecar's `[nats]` section so one set of credentials works for both,
 //! except that secrets may be given inline here (from the environment), since the CLI runs
 //! interactively.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -86,7 +89,7 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
-    /// The connection failed (after retries, for [`NatsOptions::connect_until`]).
+    /// The connection failed.
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         /// The server URL(s).
@@ -95,6 +98,205 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// Connecting still failed when the deadline of [`NatsOptions::connect_until`] passed.
+    #[error(transparent)]
+    GaveUp(Box<StepError<NatsError>>),
+}
+
+impl NatsError {
+    /// Whether connecting again may succeed: the server was unreachable, slow or not
+    /// resolvable (a restart, a failover). Bad options, unreadable files, and refused
+    /// credentials or TLS fail the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { source, .. } => matches!(
+                source.kind(),
+                ConnectErrorKind::Io
+                    | ConnectErrorKind::TimedOut
+                    | ConnectErrorKind::Dns
+                    | ConnectErrorKind::MaxReconnects
+            ),
+            Self::Invalid { .. } | Self::ReadFile { .. } | Self::GaveUp(_) => false,
+        }
+    }
+}
+
+/// Exponential backoff with jitter, for retrying NATS work.
+///
+/// The wait before retry `n` is a random duration between half and all of
+/// `min(max, initial × 2ⁿ)`. The random half spreads the retries of many clients that failed
+/// together (every sidecar after a NATS restart, every CLI run during a failover) instead of
+/// sending them back in lockstep; the fixed half makes sure the waits still grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The ceiling of the first wait.
+    pub initial: Duration,
+    /// The largest ceiling.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// 100 ms doubling up to 2 s: what `denylistctl` and the publisher use.
+    pub const DEFAULT: Self = Self {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+    };
+
+    /// The wait before retry `retry` (0 for the first retry).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .initial
+            .saturating_mul(1u32 << retry.min(20))
+            .min(self.max);
+        ceiling / 2 + ceiling.mul_f64(random_fraction() / 2.0)
+    }
+}
+
+/// A uniformly random number in [0, 1): jitter only, so the system RNG is plenty.
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // No randomness: the fixed half of the backoff still applies.
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Why a step retried by [`retry_until`] did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError<E: std::error::Error + 'static> {
+    /// It failed in a way that retrying does not fix.
+    #[error("{step}: {source}")]
+    Failed {
+        /// What was being done, e.g. `checking stream DENYLIST`.
+        step: String,
+        /// The error.
+        #[source]
+        source: E,
+    },
+    /// It was still failing when the deadline passed.
+    #[error(
+        "{step}: still failing when the deadline passed ({attempts} attempt(s) in {}){}",
+        humantime::format_duration(Duration::from_millis(u64::try_from(.elapsed.as_millis()).unwrap_or(u64::MAX))),
+        .last.as_ref().map_or_else(|| ": no answer".to_owned(), |e| format!(": {e}"))
+    )]
+    GaveUp {
+        /// What was being done.
+        step: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// The last error, if an attempt finished (one cut short by the deadline has none).
+        #[source]
+        last: Option<E>,
+    },
+}
+
+impl<E: std::error::Error + 'static> StepError<E> {
+    /// The last error seen, if any.
+    pub fn last(&self) -> Option<&E> {
+        match self {
+            Self::Failed { source, .. } => Some(source),
+            Self::GaveUp { last, .. } => last.as_ref(),
+        }
+    }
+}
+
+/// Less time than this left is not worth another attempt.
+const LAST_ATTEMPT_FLOOR: Duration = Duration::from_millis(20);
+
+/// Runs `attempt` until it succeeds, fails in a way `is_transient` says retrying will not
+/// fix, or `deadline` passes; waits per `backoff` between attempts. Each attempt is cut short
+/// at the deadline, so the whole never outlasts it. `step` names what is being done in the
+/// error and in the debug log of each retry.
+pub async fn retry_until<T, E, F, Fut>(
+    step: impl Into<String>,
+    deadline: Instant,
+    backoff: Backoff,
+    is_transient: impl Fn(&E) -> bool,
+    attempt: F,
+) -> Result<T, StepError<E>>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry(step.into(), deadline, true, backoff, is_transient, attempt).await
+}
+
+/// [`retry_until`] for long work (reading a whole stream, storing a snapshot): no attempt
+/// *starts* after `deadline`, but one under way is not cut short by it — its own bounds (a
+/// stall timeout) apply. Work that takes longer than the deadline when all goes well still
+/// finishes.
+pub async fn retry_starting_before<T, E, F, Fut>(
+    step: impl Into<String>,
+    deadline: Instant,
+    backoff: Backoff,
+    is_transient: impl Fn(&E) -> bool,
+    attempt: F,
+) -> Result<T, StepError<E>>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry(step.into(), deadline, false, backoff, is_transient, attempt).await
+}
+
+async fn retry<T, E, F, Fut>(
+    step: String,
+    deadline: Instant,
+    cut_at_deadline: bool,
+    backoff: Backoff,
+    is_transient: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> Result<T, StepError<E>>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    let mut last = None;
+    loop {
+        attempts += 1;
+        let outcome = if cut_at_deadline {
+            tokio::time::timeout_at(deadline, attempt()).await
+        } else {
+            Ok(attempt().await)
+        };
+        let error = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if !is_transient(&e) => return Err(StepError::Failed { step, source: e }),
+            Ok(Err(e)) => e,
+            // Cut short: report the last complete failure, which says more than "late".
+            Err(_) => {
+                return Err(StepError::GaveUp {
+                    step,
+                    attempts,
+                    elapsed: started.elapsed(),
+                    last,
+                });
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining < LAST_ATTEMPT_FLOOR {
+            return Err(StepError::GaveUp {
+                step,
+                attempts,
+                elapsed: started.elapsed(),
+                last: Some(error),
+            });
+        }
+        // Near the deadline, wait less so that one more attempt still fits.
+        let wait = backoff.delay(attempts - 1).min(remaining / 2);
+        // A warning: someone waiting on a command should see why it is not done yet.
+        tracing::warn!(%error, retry_in = ?wait, "{step} failed; retrying");
+        last = Some(error);
+        tokio::time::sleep(wait).await;
+    }
 }
 
 impl NatsOptions {
@@ -161,24 +363,26 @@ impl NatsOptions {
     /// Connects, retrying failures that may pass (refused, timed out, DNS) with backoff until
     /// `deadline` has passed. Authentication and TLS failures are returned at once.
     pub async fn connect_until(&self, deadline: Duration) -> Result<async_nats::Client, NatsError> {
-        let give_up_at = Instant::now() + deadline;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.connect().await {
-                Ok(client) => return Ok(client),
-                Err(NatsError::Connect { source, url })
-                    if matches!(
-                        source.kind(),
-                        ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
-                    ) && Instant::now() + backoff < give_up_at =>
-                {
-                    tracing::debug!(%url, error = %source, ?backoff, "NATS connect failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.connect_before(Instant::now() + deadline).await
+    }
+
+    /// [`NatsOptions::connect_until`] with the deadline as a point in time, so that one
+    /// deadline can bound every step of a command.
+    pub async fn connect_before(&self, deadline: Instant) -> Result<async_nats::Client, NatsError> {
+        // The URLs are in each attempt's own error.
+        retry_until(
+            "connecting to NATS",
+            deadline,
+            Backoff::DEFAULT,
+            NatsError::is_transient,
+            || self.connect(),
+        )
+        .await
+        .map_err(|e| match e {
+            // The step is already in the message: "cannot connect to NATS at …".
+            StepError::Failed { source, .. } => source,
+            gave_up => NatsError::GaveUp(Box::new(gave_up)),
+        })
     }
 
     /// A JetStream context on `client` whose API requests and acks are bounded by

@@ -4,10 +4,12 @@
 //! `.lift`), with the event id as `Nats-Msg-Id`. A publish is done only when JetStream has
 //! acknowledged it: the acknowledgement carries the stream sequence every sidecar will apply
 //! it at. A NATS outage is never swallowed: [`Publisher::publish`] returns the error, and
-//! [`Publisher::publish_with_retry`] retries with backoff until its deadline and then returns
-//! the last error. Retrying is safe because the message id is the event id: JetStream stores
-//! one copy of a message id within the stream's duplicate window (and answers `duplicate`),
-//! and sidecars ignore an event id they have already applied.
+//! [`Publisher::publish_with_retry`] retries with jittered backoff until its deadline and then
+//! returns the last error. Retrying is safe because the message id is the event id: JetStream
+//! stores one copy of a message id within the stream's duplicate window (and answers
+//! `duplicate`), and sidecars ignore an event id they have already applied. That holds across a
+//! stream-leader failover too: every replica records the message ids it stores, so a new
+//! leader recognises a retry of an event the old leader stored but could not acknowledge.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +26,7 @@ use prost::Message as _;
 use tokio::time::Instant;
 
 use crate::ids;
-use crate::nats::{NatsError, NatsOptions};
+use crate::nats::{Backoff, NatsError, NatsOptions};
 use crate::timespec;
 
 /// A stored event, as JetStream acknowledged it.
@@ -108,9 +110,11 @@ pub struct Publisher {
     key: Arc<SigningKey>,
 }
 
-/// The first wait between two publish attempts of one event; doubled up to [`MAX_BACKOFF`].
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Waits between two publish attempts of one event.
+const BACKOFF: Backoff = Backoff::DEFAULT;
+
+/// Less time than this left before the deadline is not worth another attempt.
+const LAST_ATTEMPT_FLOOR: Duration = Duration::from_millis(20);
 
 impl Publisher {
     /// A publisher on a JetStream context (see [`crate::NatsOptions::jetstream`]; its timeout
@@ -157,9 +161,10 @@ impl Publisher {
         })
     }
 
-    /// [`Publisher::publish`], retried with backoff while the error is retryable and
-    /// `deadline` (from now) has not passed. The last error is returned when it has. Each
-    /// retry is logged as a warning.
+    /// [`Publisher::publish`], retried with jittered backoff while the error is retryable and
+    /// `deadline` (from now) has not passed; an attempt still waiting for its acknowledgement
+    /// at the deadline is abandoned. The last error is returned when it has passed (a timeout
+    /// when the last attempt was abandoned). Each retry is logged as a warning.
     pub async fn publish_with_retry(
         &self,
         event: &Event,
@@ -222,17 +227,33 @@ impl Publisher {
         on_retry: &(dyn Fn(&PublishError, Duration) + Sync),
     ) -> Result<Published, PublishError> {
         let give_up_at = Instant::now() + deadline;
-        let mut backoff = INITIAL_BACKOFF;
+        let mut retry = 0;
         loop {
-            match self.publish(event).await {
+            let outcome = tokio::time::timeout_at(give_up_at, self.publish(event))
+                .await
+                .unwrap_or_else(|_| {
+                    // Abandoned, not failed: the event may yet be stored. A later publish of
+                    // the same event id is recognised as a duplicate.
+                    Err(nats_error(
+                        event,
+                        &subjects::subject_for(event),
+                        jetstream::context::PublishError::new(PublishErrorKind::TimedOut),
+                    ))
+                });
+            let e = match outcome {
                 Ok(published) => return Ok(published),
-                Err(e) if e.is_retryable() && Instant::now() + backoff < give_up_at => {
-                    on_retry(&e, backoff);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                Err(e) if e.is_retryable() => e,
                 Err(e) => return Err(e),
+            };
+            let remaining = give_up_at.saturating_duration_since(Instant::now());
+            if remaining < LAST_ATTEMPT_FLOOR {
+                return Err(e);
             }
+            // Near the deadline, wait less so that one more attempt still fits.
+            let backoff = BACKOFF.delay(retry).min(remaining / 2);
+            on_retry(&e, backoff);
+            tokio::time::sleep(backoff).await;
+            retry += 1;
         }
     }
 

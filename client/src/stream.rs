@@ -2,7 +2,8 @@
 //! describes it.
 //!
 //! The stream stores `denylist.v1.events.>` in files, with `Nats-Msg-Id` deduplication over a
-//! duplicate window, direct gets allowed (cheap reads of single messages), and a `republish`
+//! duplicate window, direct gets allowed (reads that keep no state on the server, which is
+//! how sidecars catch up: see [`crate::direct`]), and a `republish`
 //! of every stored message to `denylist.v1.live.>`: sidecars follow that with a plain core
 //! subscription, which carries each message's stream sequence in its headers so a gap is
 //! visible. Sidecars never alter the stream; operators do, through here.
@@ -11,12 +12,16 @@
 //! of the stream is forgotten by every sidecar that starts afterwards, while the token it
 //! revoked may still be valid. So [`init`] refuses to shorten an existing stream's `max_age`
 //! unless told to ([`StreamSettings::allow_shorter_max_age`]).
+//!
+//! Errors tell a JetStream that is briefly unavailable (a leader election, a timeout) from
+//! one that refused: [`StreamError::is_transient`]. `init` is safe to retry: it compares
+//! the stream with the settings before changing anything.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    context::GetStreamErrorKind,
+    context::{CreateStreamErrorKind, GetStreamErrorKind},
     stream::{Config, Republish, StorageType},
 };
 use denylist_proto::subjects;
@@ -78,7 +83,7 @@ pub enum StreamError {
         /// Why.
         message: String,
     },
-    /// JetStream refused or did not answer.
+    /// JetStream refused, or failed in a way not known to pass.
     #[error("stream {name}: {message}")]
     JetStream {
         /// Stream name.
@@ -86,6 +91,22 @@ pub enum StreamError {
         /// What JetStream or async-nats said.
         message: String,
     },
+    /// JetStream did not answer in time, or answered that it is briefly unavailable (no
+    /// meta or stream leader during an election, the stream offline): trying again may work.
+    #[error("stream {name}: JetStream unavailable: {message}")]
+    Unavailable {
+        /// Stream name.
+        name: String,
+        /// What JetStream or async-nats said.
+        message: String,
+    },
+}
+
+impl StreamError {
+    /// Whether trying again may succeed: see [`StreamError::Unavailable`].
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 impl StreamSettings {
@@ -252,6 +273,12 @@ impl StreamSummary {
                 )),
             Some(_) => {}
         }
+        if !c.allow_direct {
+            problems.push(
+                "direct gets are off: sidecars cannot catch up without creating consumers"
+                    .to_owned(),
+            );
+        }
         if c.storage != StorageType::File {
             problems.push("memory storage: events are lost when the servers restart".to_owned());
         }
@@ -299,13 +326,13 @@ pub async fn init(
     let existing = match js.get_stream(&name).await {
         Ok(stream) => Some(stream.cached_info().clone()),
         Err(e) if is_not_found(&e.kind()) => None,
-        Err(e) => return Err(js_error(&name, e)),
+        Err(e) => return Err(get_error(&name, e)),
     };
     let Some(existing) = existing else {
         let stream = js
             .create_stream(settings.to_config())
             .await
-            .map_err(|e| js_error(&name, e))?;
+            .map_err(|e| create_error(&name, e))?;
         return Ok((
             InitOutcome::Created,
             StreamSummary::from_info(stream.cached_info()),
@@ -345,7 +372,7 @@ pub async fn init(
     let info = js
         .update_stream(&wanted)
         .await
-        .map_err(|e| js_error(&name, e))?;
+        .map_err(|e| create_error(&name, e))?;
     Ok((InitOutcome::Updated, StreamSummary::from_info(&info)))
 }
 
@@ -369,7 +396,59 @@ pub(crate) async fn get(
     match js.get_stream(name).await {
         Ok(stream) => Ok(stream),
         Err(e) if is_not_found(&e.kind()) => Err(StreamError::NotFound(name.to_owned())),
-        Err(e) => Err(js_error(name, e)),
+        Err(e) => Err(get_error(name, e)),
+    }
+}
+
+/// JetStream API errors that say "not now" rather than "no": no meta leader (10008), the
+/// stream offline (10118, 10194), or any 503 (temporarily unavailable, insufficient
+/// resources while a peer is down).
+fn api_error_is_transient(e: &jetstream::Error) -> bool {
+    e.code() == 503
+        || matches!(
+            e.error_code(),
+            jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE
+                | jetstream::ErrorCode::STREAM_OFFLINE
+                | jetstream::ErrorCode::STREAM_OFFLINE_REASON
+        )
+}
+
+fn unavailable(name: &str, e: impl std::fmt::Display) -> StreamError {
+    StreamError::Unavailable {
+        name: name.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// A failed STREAM.INFO, classified.
+fn get_error(name: &str, e: jetstream::context::GetStreamError) -> StreamError {
+    let transient = match e.kind() {
+        GetStreamErrorKind::JetStream(api) => api_error_is_transient(&api),
+        // A request that timed out, found no responders (JetStream restarting) or was cut by
+        // a disconnect. The source says which; all of them may pass.
+        GetStreamErrorKind::Request => true,
+        GetStreamErrorKind::EmptyName | GetStreamErrorKind::InvalidStreamName => false,
+    };
+    if transient {
+        unavailable(name, e)
+    } else {
+        js_error(name, e)
+    }
+}
+
+/// A failed STREAM.CREATE or STREAM.UPDATE, classified.
+fn create_error(name: &str, e: jetstream::context::CreateStreamError) -> StreamError {
+    let transient = match e.kind() {
+        CreateStreamErrorKind::JetStream(api) => api_error_is_transient(&api),
+        CreateStreamErrorKind::TimedOut
+        | CreateStreamErrorKind::JetStreamUnavailable
+        | CreateStreamErrorKind::Response => true,
+        _ => false,
+    };
+    if transient {
+        unavailable(name, e)
+    } else {
+        js_error(name, e)
     }
 }
 

@@ -8,10 +8,14 @@
 mod authenticity;
 #[path = "e2e/catch_up.rs"]
 mod catch_up;
+#[path = "e2e/cli_failover.rs"]
+mod cli_failover;
 #[path = "e2e/cluster.rs"]
 mod cluster;
 #[path = "e2e/denylistctl.rs"]
 mod denylistctl;
+#[path = "e2e/direct_get.rs"]
+mod direct_get;
 #[path = "e2e/fleet_status.rs"]
 mod fleet_status;
 #[path = "e2e/harness.rs"]

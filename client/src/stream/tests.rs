@@ -100,8 +100,39 @@ fn problems_a_fleet_would_trip_over_are_reported() {
     config.storage = StorageType::Memory;
     config.duplicate_window = Duration::ZERO;
     config.subjects = vec!["other.>".to_owned()];
+    config.allow_direct = false;
     let summary = StreamSummary::from_info(&info_from(&config, 0));
-    assert_eq!(summary.problems.len(), 4, "{:?}", summary.problems);
+    assert_eq!(summary.problems.len(), 5, "{:?}", summary.problems);
     assert!(summary.problems.iter().any(|p| p.contains("live")));
+    assert!(summary.problems.iter().any(|p| p.contains("direct gets")));
     assert_eq!(summary.first_time, None);
+}
+
+#[test]
+fn updating_a_stream_turns_direct_gets_on_and_keeps_foreign_settings() {
+    // A stream made before direct gets were used, with a limit set by other means.
+    let mut existing = StreamSettings::default().to_config();
+    existing.allow_direct = false;
+    existing.max_messages = 1_000_000;
+    let mut wanted = existing.clone();
+    StreamSettings::default().apply_to(&mut wanted);
+    assert!(wanted.allow_direct);
+    assert_eq!(wanted.max_messages, 1_000_000);
+    assert_ne!(wanted, existing, "init must see a change to make");
+}
+
+#[test]
+fn only_unavailability_is_transient() {
+    let unavailable = StreamError::Unavailable {
+        name: "S".into(),
+        message: "timed out".into(),
+    };
+    assert!(unavailable.is_transient());
+    for permanent in [
+        StreamError::NotFound("S".into()),
+        invalid("replicas", "x"),
+        js_error("S", "replicas > 1 not supported in non-clustered mode"),
+    ] {
+        assert!(!permanent.is_transient(), "{permanent}");
+    }
 }

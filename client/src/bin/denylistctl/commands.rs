@@ -3,6 +3,13 @@
 //! Exit codes: 0 success; 1 an error (one line on stderr); 2 bad usage (clap); 3 a negative
 //! answer that is not an error — `verify` on a rejected token, `status` of a sidecar that is
 //! not ready or stale, `fleet` with laggards or fewer answers than `--expect`.
+//!
+//! Every NATS step — connecting, checking or changing the stream, publishing and awaiting the
+//! acknowledgement, reading the stream, the snapshot object store, the fleet request — is
+//! retried with jittered backoff while its failure may pass (a timeout, no responders, no
+//! leader), until one deadline: `--timeout` from the start of the command. Then the command
+//! fails with one line naming the step. A failure that will not pass (no such stream, a
+//! refused setting, bad credentials) fails at once.
 
 use std::fs::OpenOptions;
 use std::io::{IsTerminal as _, Read as _, Write as _};
@@ -15,14 +22,20 @@ use anyhow::{Context as _, bail};
 use denylist_client::bulk::{self, BulkDefaults, FileFormat};
 use denylist_client::envelope::{SigningKey, TrustedKeys};
 use denylist_client::events::{self, Action, Event, Revoke, RuleKind};
+use denylist_client::fleet::FleetError;
+use denylist_client::nats::{self, Backoff};
+use denylist_client::replay::ReplayError;
 use denylist_client::replay::{self, Filter, Start};
 use denylist_client::snapshot;
+use denylist_client::snapshot::SnapshotStoreError;
+use denylist_client::stream::StreamError;
 use denylist_client::stream::{self, InitOutcome, StreamSettings};
 use denylist_client::{
     Client, NatsOptions, Published, Publisher, RetryPolicy, env, fleet, ids, render, timespec,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::cli::{
     Cli, Command, FileFormatArg, FilterArgs, FleetArgs, Global, HistoryArgs, LiftArgs, ListArgs,
@@ -44,27 +57,29 @@ const MAX_CUTOFF_SKEW_SECS: i64 = 300;
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
+    // One deadline for every NATS step of the command, retries included.
+    let deadline = Instant::now() + g.timeout;
     match cli.command {
         Command::Keygen { out } => keygen(g, &out),
         Command::Stream {
             command: StreamCommand::Init(args),
-        } => stream_init(g, &args).await,
+        } => stream_init(g, &args, deadline).await,
         Command::Stream {
             command: StreamCommand::Info,
-        } => stream_info(g).await,
-        Command::Revoke(args) if args.from_file.is_some() => revoke_file(g, &args).await,
-        Command::Revoke(args) => revoke(g, &args).await,
-        Command::Lift(args) => lift(g, &args).await,
-        Command::List(args) => list(g, &args).await,
-        Command::History(args) => history(g, &args).await,
+        } => stream_info(g, deadline).await,
+        Command::Revoke(args) if args.from_file.is_some() => revoke_file(g, &args, deadline).await,
+        Command::Revoke(args) => revoke(g, &args, deadline).await,
+        Command::Lift(args) => lift(g, &args, deadline).await,
+        Command::List(args) => list(g, &args, deadline).await,
+        Command::History(args) => history(g, &args, deadline).await,
         Command::Snapshot {
             command: SnapshotCommand::Create(args),
-        } => snapshot_create(g, &args).await,
+        } => snapshot_create(g, &args, deadline).await,
         Command::Snapshot {
             command: SnapshotCommand::Info(args),
-        } => snapshot_info(g, &args).await,
+        } => snapshot_info(g, &args, deadline).await,
         Command::Status => status(g).await,
-        Command::Fleet(args) => fleet_status(g, &args).await,
+        Command::Fleet(args) => fleet_status(g, &args, deadline).await,
         Command::Verify { token } => verify(g, &token).await,
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
@@ -116,11 +131,86 @@ fn nats_options(g: &Global) -> NatsOptions {
 
 async fn connect(
     g: &Global,
+    deadline: Instant,
 ) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
     let options = nats_options(g);
-    let client = options.connect_until(g.timeout).await?;
+    let client = options.connect_before(deadline).await?;
     let js = options.jetstream(client.clone());
     Ok((client, js))
+}
+
+/// Runs one NATS step, retried until `deadline` while `transient` says its failure may pass;
+/// an attempt still running at the deadline is abandoned.
+async fn step<T, E, F, Fut>(
+    deadline: Instant,
+    what: impl Into<String>,
+    transient: impl Fn(&E) -> bool,
+    attempt: F,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    nats::retry_until(what, deadline, Backoff::DEFAULT, transient, attempt)
+        .await
+        .map_err(anyhow::Error::new)
+}
+
+/// [`step`] for long work (reading the whole stream, storing a snapshot): no attempt starts
+/// after `deadline`, but one under way finishes, bounded by its own stall timeout.
+async fn long_step<T, E, F, Fut>(
+    deadline: Instant,
+    what: impl Into<String>,
+    transient: impl Fn(&E) -> bool,
+    attempt: F,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    nats::retry_starting_before(what, deadline, Backoff::DEFAULT, transient, attempt)
+        .await
+        .map_err(anyhow::Error::new)
+}
+
+/// How long reading the stream may wait for the next message before the read is retried:
+/// a stall is most likely a failover, which a new read gets past.
+fn read_idle(g: &Global) -> Duration {
+    g.timeout.min(nats_options(g).request_timeout)
+}
+
+/// Reading: anything but a missing stream or a bad name may pass. (A read is safe to repeat;
+/// reading errors other than those come from a JetStream that is failing over or away.)
+fn read_may_pass(e: &StreamError) -> bool {
+    matches!(
+        e,
+        StreamError::Unavailable { .. } | StreamError::JetStream { .. }
+    )
+}
+
+fn replay_may_pass(e: &ReplayError) -> bool {
+    match e {
+        ReplayError::Stream(e) => read_may_pass(e),
+        ReplayError::Stalled { .. } => true,
+    }
+}
+
+fn snapshot_may_pass(e: &SnapshotStoreError) -> bool {
+    match e {
+        SnapshotStoreError::Stream(e) => read_may_pass(e),
+        SnapshotStoreError::Replay(e) => replay_may_pass(e),
+        // The object store's errors arrive as text. A missing bucket (its stream not found,
+        // JetStream error 10059) will not appear by waiting; the rest are transport failures.
+        SnapshotStoreError::Store { message, .. } => !message.contains("error code 10059"),
+        SnapshotStoreError::Missing(_) | SnapshotStoreError::Invalid(_) => false,
+    }
+}
+
+/// Asking the fleet fails only when the connection does.
+fn fleet_may_pass(_: &FleetError) -> bool {
+    true
 }
 
 async fn sidecar(g: &Global) -> anyhow::Result<Client> {
@@ -200,7 +290,11 @@ fn keygen(g: &Global, out: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stream_init(g: &Global, args: &StreamInitArgs) -> anyhow::Result<ExitCode> {
+async fn stream_init(
+    g: &Global,
+    args: &StreamInitArgs,
+    deadline: Instant,
+) -> anyhow::Result<ExitCode> {
     let settings = StreamSettings {
         name: g.stream.clone(),
         replicas: args.replicas,
@@ -209,8 +303,16 @@ async fn stream_init(g: &Global, args: &StreamInitArgs) -> anyhow::Result<ExitCo
         allow_shorter_max_age: args.allow_shorter_max_age,
     };
     settings.validate()?;
-    let (_client, js) = connect(g).await?;
-    let (outcome, summary) = stream::init(&js, &settings).await?;
+    let (_client, js) = connect(g, deadline).await?;
+    // Safe to repeat: init compares the stream with the settings before changing anything,
+    // so a create or update that took effect but was not acknowledged is found done.
+    let (outcome, summary) = step(
+        deadline,
+        format!("creating or updating stream {}", settings.name),
+        StreamError::is_transient,
+        || stream::init(&js, &settings),
+    )
+    .await?;
     match g.output {
         Output::Json => print_json(&json!({ "outcome": outcome, "stream": summary }))?,
         Output::Table => {
@@ -226,9 +328,15 @@ async fn stream_init(g: &Global, args: &StreamInitArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stream_info(g: &Global) -> anyhow::Result<ExitCode> {
-    let (_client, js) = connect(g).await?;
-    let summary = stream::info(&js, &g.stream).await?;
+async fn stream_info(g: &Global, deadline: Instant) -> anyhow::Result<ExitCode> {
+    let (_client, js) = connect(g, deadline).await?;
+    let summary = step(
+        deadline,
+        format!("reading stream {}", g.stream),
+        read_may_pass,
+        || stream::info(&js, &g.stream),
+    )
+    .await?;
     match g.output {
         Output::Json => print_json(&serde_json::to_value(&summary)?)?,
         Output::Table => print_text(&render::stream_text(&summary))?,
@@ -252,7 +360,11 @@ fn required_trust(g: &Global, what: &str) -> anyhow::Result<TrustedKeys> {
     })
 }
 
-async fn snapshot_create(g: &Global, args: &SnapshotCreateArgs) -> anyhow::Result<ExitCode> {
+async fn snapshot_create(
+    g: &Global,
+    args: &SnapshotCreateArgs,
+    deadline: Instant,
+) -> anyhow::Result<ExitCode> {
     let key = load_key(g)?;
     let trusted = required_trust(g, "snapshot create")?;
     // Sidecars apply a snapshot only if its signer is one of their trusted publishers:
@@ -266,16 +378,26 @@ async fn snapshot_create(g: &Global, args: &SnapshotCreateArgs) -> anyhow::Resul
         key.key_id()
     );
     let bucket = snapshot_bucket(g, &args.bucket);
-    let (_client, js) = connect(g).await?;
+    let (_client, js) = connect(g, deadline).await?;
     let started = std::time::Instant::now();
-    let options = snapshot::CreateOptions {
-        stream: &g.stream,
-        bucket: &bucket,
-        full: args.full,
-        idle: g.timeout,
-        now_ms: timespec::now_ms(),
-    };
-    let created = snapshot::create(&js, options, &key, &trusted).await?;
+    let now_ms = timespec::now_ms();
+    // Safe to repeat: a snapshot replaces the stored one whole.
+    let created = long_step(
+        deadline,
+        format!("snapshotting stream {} into bucket {bucket}", g.stream),
+        snapshot_may_pass,
+        || {
+            let options = snapshot::CreateOptions {
+                stream: &g.stream,
+                bucket: &bucket,
+                full: args.full,
+                idle: read_idle(g),
+                now_ms,
+            };
+            snapshot::create(&js, options, &key, &trusted)
+        },
+    )
+    .await?;
     if let Some(why) = &created.previous_refused {
         eprintln!(
             "denylistctl: warning: the stored snapshot was not used ({why}); read the whole stream"
@@ -322,11 +444,21 @@ async fn snapshot_create(g: &Global, args: &SnapshotCreateArgs) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-async fn snapshot_info(g: &Global, args: &SnapshotBucketArgs) -> anyhow::Result<ExitCode> {
+async fn snapshot_info(
+    g: &Global,
+    args: &SnapshotBucketArgs,
+    deadline: Instant,
+) -> anyhow::Result<ExitCode> {
     let trusted = required_trust(g, "snapshot info")?;
     let bucket = snapshot_bucket(g, args);
-    let (_client, js) = connect(g).await?;
-    let d = snapshot::describe(&js, &g.stream, &bucket, &trusted).await?;
+    let (_client, js) = connect(g, deadline).await?;
+    let d = long_step(
+        deadline,
+        format!("reading the snapshot in bucket {bucket}"),
+        snapshot_may_pass,
+        || snapshot::describe(&js, &g.stream, &bucket, &trusted),
+    )
+    .await?;
     let m = &d.manifest;
     let age_ms = timespec::now_ms().saturating_sub(m.created_at_ms).max(0);
     let behind = d.stream_last_sequence.saturating_sub(m.covered_sequence);
@@ -425,20 +557,44 @@ fn event_id(given: Option<&str>, now_ms: i64) -> anyhow::Result<String> {
 }
 
 /// Connects, checks the stream exists (so a missing stream fails at once with a hint instead
-/// of after the retry deadline), and builds the publisher.
-async fn publisher(g: &Global) -> anyhow::Result<Publisher> {
+/// of after the retry deadline), and builds the publisher. Both steps are retried until
+/// `deadline`: during a leader election the stream may briefly not answer.
+async fn publisher(g: &Global, deadline: Instant) -> anyhow::Result<Publisher> {
     let key = load_key(g)?;
-    let (_client, js) = connect(g).await?;
-    stream::info(&js, &g.stream).await?;
+    let (_client, js) = connect(g, deadline).await?;
+    step(
+        deadline,
+        format!("checking stream {}", g.stream),
+        StreamError::is_transient,
+        || stream::info(&js, &g.stream),
+    )
+    .await?;
     Ok(Publisher::new(js, key))
 }
 
-async fn publish_one(g: &Global, event: &Event, what: &str) -> anyhow::Result<ExitCode> {
-    let publisher = publisher(g).await?;
+async fn publish_one(
+    g: &Global,
+    event: &Event,
+    what: &str,
+    deadline: Instant,
+) -> anyhow::Result<ExitCode> {
+    let publisher = publisher(g, deadline).await?;
+    // Safe to repeat after an ambiguous failure: the event id is the `Nats-Msg-Id`, which
+    // JetStream stores once within the stream's duplicate window.
     let published = publisher
-        .publish_with_retry(event, g.timeout)
+        .publish_with_retry(event, deadline.saturating_duration_since(Instant::now()))
         .await
-        .with_context(|| format!("{what} NOT published"))?;
+        .map_err(|e| {
+            let why = if e.is_retryable() {
+                format!(
+                    " (still failing when --timeout {} ran out)",
+                    humantime::format_duration(g.timeout)
+                )
+            } else {
+                String::new()
+            };
+            anyhow::Error::new(e).context(format!("{what} NOT published{why}"))
+        })?;
     print_published(g, event, &published)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -492,16 +648,16 @@ fn print_dry_run(g: &Global, events: &[Event]) -> anyhow::Result<()> {
     }
 }
 
-async fn revoke(g: &Global, args: &RevokeArgs) -> anyhow::Result<ExitCode> {
+async fn revoke(g: &Global, args: &RevokeArgs, deadline: Instant) -> anyhow::Result<ExitCode> {
     let event = revoke_event(args, timespec::now_ms())?;
     if args.dry_run {
         print_dry_run(g, std::slice::from_ref(&event))?;
         return Ok(ExitCode::SUCCESS);
     }
-    publish_one(g, &event, "revocation").await
+    publish_one(g, &event, "revocation", deadline).await
 }
 
-async fn lift(g: &Global, args: &LiftArgs) -> anyhow::Result<ExitCode> {
+async fn lift(g: &Global, args: &LiftArgs, deadline: Instant) -> anyhow::Result<ExitCode> {
     let now_ms = timespec::now_ms();
     for id in &args.event_ids {
         events::validate_event_id("event_id", id).with_context(|| format!("cannot lift {id:?}"))?;
@@ -520,10 +676,10 @@ async fn lift(g: &Global, args: &LiftArgs) -> anyhow::Result<ExitCode> {
         print_dry_run(g, std::slice::from_ref(&event))?;
         return Ok(ExitCode::SUCCESS);
     }
-    publish_one(g, &event, "lift").await
+    publish_one(g, &event, "lift", deadline).await
 }
 
-async fn revoke_file(g: &Global, args: &RevokeArgs) -> anyhow::Result<ExitCode> {
+async fn revoke_file(g: &Global, args: &RevokeArgs, deadline: Instant) -> anyhow::Result<ExitCode> {
     let Some(path) = &args.from_file else {
         bail!("--from-file is required");
     };
@@ -576,7 +732,7 @@ async fn revoke_file(g: &Global, args: &RevokeArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
 
-    let publisher = publisher(g).await?;
+    let publisher = publisher(g, deadline).await?;
     let progress = if std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
     } else {
@@ -660,10 +816,20 @@ fn filter(args: &FilterArgs) -> Filter {
     }
 }
 
-async fn read_stream(g: &Global, start: Start) -> anyhow::Result<replay::Replay> {
+async fn read_stream(
+    g: &Global,
+    start: Start,
+    deadline: Instant,
+) -> anyhow::Result<replay::Replay> {
     let trusted = trusted(g)?;
-    let (_client, js) = connect(g).await?;
-    let replay = replay::read(&js, &g.stream, start, trusted.as_ref(), g.timeout).await?;
+    let (_client, js) = connect(g, deadline).await?;
+    let replay = long_step(
+        deadline,
+        format!("reading stream {}", g.stream),
+        replay_may_pass,
+        || replay::read(&js, &g.stream, start, trusted.as_ref(), read_idle(g)),
+    )
+    .await?;
     if !replay.rejected.is_empty() {
         let sequences: Vec<String> = replay
             .rejected
@@ -692,8 +858,8 @@ async fn read_stream(g: &Global, start: Start) -> anyhow::Result<replay::Replay>
     Ok(replay)
 }
 
-async fn list(g: &Global, args: &ListArgs) -> anyhow::Result<ExitCode> {
-    let replay = read_stream(g, Start::All).await?;
+async fn list(g: &Global, args: &ListArgs, deadline: Instant) -> anyhow::Result<ExitCode> {
+    let replay = read_stream(g, Start::All, deadline).await?;
     let now_secs = timespec::now_ms().div_euclid(1000);
     let filter = filter(&args.filter);
     let rules: Vec<_> = replay::live_rules(&replay.events, now_secs, args.max_token_lifetime)
@@ -720,13 +886,13 @@ async fn list(g: &Global, args: &ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn history(g: &Global, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+async fn history(g: &Global, args: &HistoryArgs, deadline: Instant) -> anyhow::Result<ExitCode> {
     let now_secs = timespec::now_ms().div_euclid(1000);
     let start = match &args.since {
         Some(s) => Start::Since(timespec::parse_since(s, now_secs).context("--since")?),
         None => Start::All,
     };
-    let replay = read_stream(g, start).await?;
+    let replay = read_stream(g, start, deadline).await?;
     let filter = filter(&args.filter);
     let events: Vec<_> = replay
         .events
@@ -762,9 +928,16 @@ async fn status(g: &Global) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn fleet_status(g: &Global, args: &FleetArgs) -> anyhow::Result<ExitCode> {
-    let (client, js) = connect(g).await?;
-    let last = match stream::last_sequence(&js, &g.stream).await {
+async fn fleet_status(g: &Global, args: &FleetArgs, deadline: Instant) -> anyhow::Result<ExitCode> {
+    let (client, js) = connect(g, deadline).await?;
+    let last = step(
+        deadline,
+        format!("reading stream {}", g.stream),
+        read_may_pass,
+        || stream::last_sequence(&js, &g.stream),
+    )
+    .await;
+    let last = match last {
         Ok(last) => Some(last),
         Err(e) => {
             eprintln!(
@@ -773,7 +946,16 @@ async fn fleet_status(g: &Global, args: &FleetArgs) -> anyhow::Result<ExitCode> 
             None
         }
     };
-    let replies = fleet::collect(&client, args.wait).await?;
+    let replies = step(
+        deadline,
+        format!(
+            "asking the fleet on {}",
+            denylist_client::subjects::STATUS_SUBJECT
+        ),
+        fleet_may_pass,
+        || fleet::collect(&client, args.wait),
+    )
+    .await?;
     let laggards = replies
         .members
         .iter()
