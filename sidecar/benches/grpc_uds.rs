@@ -1,8 +1,13 @@
 //! gRPC Verify over the Unix socket against the real sidecar binary (release build),
-//! beside a raw Unix-socket echo floor and a Redis GET session lookup measured in
-//! the same run.
+//! beside, in the same run: a raw Unix-socket echo (the transport's floor), a trivial
+//! tonic handler on the same kind of socket in its own process (gRPC's own floor: a
+//! fixed answer, no verification), and a Redis GET session lookup.
 //!
 //! `cargo bench -p denylist-sidecar --bench grpc_uds`
+//!
+//! `DENYLIST_BENCH_BASELINE_SIDECAR=/path/to/denylist-sidecar` also measures that
+//! binary (an older build, say) with the same tokens and calls, interleaved with this
+//! build's rows, so a change is compared with its baseline in one run.
 //!
 //! Prints a Markdown table: sequential p50/p99 (µs) and throughput with 64 calls in
 //! flight. The Redis baseline runs when a `redis-server` binary is on PATH (started on
@@ -94,7 +99,7 @@ impl Drop for Sidecar {
     }
 }
 
-fn start_sidecar(cache_entries: usize) -> BenchResult<Sidecar> {
+fn start_sidecar(binary: &Path, cache_entries: usize) -> BenchResult<Sidecar> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("sidecar.sock");
     let revocations = dir.path().join("revocations.jsonl");
@@ -131,7 +136,7 @@ hmac_secret_files = [{{ path = "{hs}", kid = "hs" }}]
             hs = keys_dir().join("hmac.secret").display(),
         ),
     )?;
-    let child = Command::new(env!("CARGO_BIN_EXE_denylist-sidecar"))
+    let child = Command::new(binary)
         .arg("--config")
         .arg(&config)
         .args(["--tcp", "", "--admin", ""])
@@ -156,6 +161,91 @@ async fn connect(socket: PathBuf) -> BenchResult<Channel> {
             }
         }))
         .await?)
+}
+
+/// The trivial handler's process: this bench binary again, serving a fixed answer.
+fn start_trivial() -> BenchResult<Sidecar> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("trivial.sock");
+    let child = Command::new(std::env::current_exe()?)
+        .arg(TRIVIAL_SERVER_ARG)
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    Ok(Sidecar {
+        child,
+        socket,
+        _dir: dir,
+    })
+}
+
+/// Runs the bench binary as the trivial server (`--trivial-server SOCKET`).
+const TRIVIAL_SERVER_ARG: &str = "--trivial-server";
+
+/// gRPC's own floor: `Verifier` answering every Verify with a fixed valid answer
+/// and `Status` with ready, served by tonic on a Unix socket as the sidecar serves
+/// (multi-threaded runtime, `serve_with_incoming`).
+mod trivial {
+    use std::path::PathBuf;
+    use std::pin::Pin;
+
+    use denylist_proto::pb;
+    use denylist_proto::pb::verifier_server::{Verifier, VerifierServer};
+    use tonic::{Request, Response, Status};
+
+    struct Trivial;
+
+    type Notices =
+        Pin<Box<dyn futures::Stream<Item = Result<pb::RevocationNotice, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Verifier for Trivial {
+        async fn verify(
+            &self,
+            _request: Request<pb::VerifyRequest>,
+        ) -> Result<Response<pb::VerifyResponse>, Status> {
+            Ok(Response::new(pb::VerifyResponse {
+                valid: true,
+                reason: pb::Reason::Ok as i32,
+                ..Default::default()
+            }))
+        }
+        async fn check(
+            &self,
+            _request: Request<pb::CheckRequest>,
+        ) -> Result<Response<pb::CheckResponse>, Status> {
+            Err(Status::unimplemented("trivial"))
+        }
+        async fn status(
+            &self,
+            _request: Request<pb::StatusRequest>,
+        ) -> Result<Response<pb::StatusResponse>, Status> {
+            Ok(Response::new(pb::StatusResponse {
+                ready: true,
+                ..Default::default()
+            }))
+        }
+        type WatchStream = Notices;
+        async fn watch(
+            &self,
+            _request: Request<pb::WatchRequest>,
+        ) -> Result<Response<Self::WatchStream>, Status> {
+            Err(Status::unimplemented("trivial"))
+        }
+    }
+
+    pub(crate) fn serve(socket: PathBuf) -> super::BenchResult<()> {
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            let listener = tokio::net::UnixListener::bind(&socket)?;
+            tonic::transport::Server::builder()
+                .add_service(VerifierServer::new(Trivial))
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await?;
+            Ok(())
+        })
+    }
 }
 
 async fn wait_ready(socket: &Path) -> BenchResult<Channel> {
@@ -391,9 +481,16 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 }
 
 fn main() -> BenchResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == TRIVIAL_SERVER_ARG) {
+        let socket = args
+            .get(i + 1)
+            .ok_or("--trivial-server needs a socket path")?;
+        return trivial::serve(PathBuf::from(socket));
+    }
     // `cargo bench` passes --bench; `cargo test --benches` runs benches once in test
     // mode: keep that quick by doing nothing.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !args.iter().any(|a| a == "--bench") {
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -401,29 +498,49 @@ fn main() -> BenchResult<()> {
         .enable_all()
         .build()?;
     let mut rows = vec![bench_echo()?];
+    let trivial = start_trivial()?;
+    rt.block_on(async {
+        let channel = wait_ready(&trivial.socket).await?;
+        rows.push(
+            bench_grpc(
+                "trivial tonic handler over UDS (gRPC floor)",
+                channel,
+                mint_hs256()?,
+            )
+            .await?,
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    drop(trivial);
+    let mut binaries = vec![(PathBuf::from(env!("CARGO_BIN_EXE_denylist-sidecar")), "")];
+    if let Some(baseline) = std::env::var_os("DENYLIST_BENCH_BASELINE_SIDECAR") {
+        binaries.push((PathBuf::from(baseline), ", baseline binary"));
+    }
     for cache in [100_000usize, 0] {
-        let sidecar = start_sidecar(cache)?;
         let label = if cache > 0 { "cache on" } else { "cache off" };
-        rt.block_on(async {
-            let channel = wait_ready(&sidecar.socket).await?;
-            rows.push(
-                bench_grpc(
-                    &format!("gRPC Verify HS256 over UDS ({label})"),
-                    channel.clone(),
-                    mint_hs256()?,
-                )
-                .await?,
-            );
-            rows.push(
-                bench_grpc(
-                    &format!("gRPC Verify ES256 over UDS ({label})"),
-                    channel,
-                    mint_es256()?,
-                )
-                .await?,
-            );
-            Ok::<_, Box<dyn std::error::Error>>(())
-        })?;
+        for (binary, which) in &binaries {
+            let sidecar = start_sidecar(binary, cache)?;
+            rt.block_on(async {
+                let channel = wait_ready(&sidecar.socket).await?;
+                rows.push(
+                    bench_grpc(
+                        &format!("gRPC Verify HS256 over UDS ({label}{which})"),
+                        channel.clone(),
+                        mint_hs256()?,
+                    )
+                    .await?,
+                );
+                rows.push(
+                    bench_grpc(
+                        &format!("gRPC Verify ES256 over UDS ({label}{which})"),
+                        channel,
+                        mint_es256()?,
+                    )
+                    .await?,
+                );
+                Ok::<_, Box<dyn std::error::Error>>(())
+            })?;
+        }
     }
     match bench_redis()? {
         Some(row) => rows.push(row),

@@ -2,12 +2,14 @@
 //! same token and `jsonwebtoken::decode`, measured in the same run; plus the
 //! verified-token cache hit.
 //!
-//! `<alg>/paired` measures the overhead itself: every sample alternates short timed
-//! blocks of Verify calls and of bare (pre-parsed key) checks, ~20 µs each or a single
-//! call for the slow signatures, in alternating order, so that load from other
-//! processes and changes of clock speed land on both halves alike. Criterion's figure
-//! for it is the Verify half; the bench prints the medians of both halves and the
-//! median of the per-block differences, the overhead.
+//! `<alg>/paired` measures the overheads themselves: every sample rotates short timed
+//! blocks of Verify calls, of bare (pre-parsed key) checks and of `jsonwebtoken::decode`
+//! calls, ~20 µs each or a single call for the slow signatures, each kind first, second
+//! and third in turn, so that load from other processes and changes of clock speed land
+//! on all three alike. Criterion's figure for it is the Verify half; the bench prints the
+//! medians of the three, and the medians of the per-block differences: Verify's overhead
+//! over the bare check, jsonwebtoken's, and Verify's excess over jsonwebtoken's `decode`
+//! (the bar: at most 1 µs).
 //!
 //! `cargo bench -p denylist-sidecar --bench verify`
 
@@ -249,8 +251,9 @@ const SAMPLES: usize = 50;
 /// between a Verify block and the bare block beside it.
 const BLOCK: Duration = Duration::from_micros(20);
 
-/// One paired sample: the per-call Verify and bare times of its blocks, in µs.
-type Blocks = Vec<(f64, f64)>;
+/// One paired sample: the per-call Verify, bare and `jsonwebtoken::decode` times of its
+/// blocks, in µs.
+type Blocks = Vec<[f64; 3]>;
 
 /// `<alg>/paired`: see the module docs. Prints the medians when done.
 fn bench_paired(
@@ -259,6 +262,7 @@ fn bench_paired(
     verifier: &Verifier,
     token: &str,
     bare: impl Fn() -> bool,
+    jwt: impl Fn() -> bool,
 ) {
     let run = |calls: u64, f: &dyn Fn()| {
         let start = Instant::now();
@@ -273,29 +277,39 @@ fn bench_paired(
     let check = || {
         black_box(bare());
     };
-    // Calls per block: one for the slow signatures (ES384 takes ~200 µs), dozens for HMAC.
-    let probe = run(1000, &check) / 1000;
-    let per_block = (BLOCK.as_nanos() / probe.as_nanos().max(1)).clamp(1, 1000) as u64;
+    let decode = || {
+        black_box(jwt());
+    };
+    let halves: [&dyn Fn(); 3] = [&verify, &check, &decode];
+    // Calls per block, from the slowest of the three (jsonwebtoken's decode): one for
+    // the slow signatures (ES384 takes ~200 µs), a few for HMAC. Probed when the
+    // benchmark first runs (not at all when a filter leaves it out).
+    let per_block = std::cell::OnceCell::new();
+    let per_block = || {
+        *per_block.get_or_init(|| {
+            let probe = run(200, &decode) / 200;
+            (BLOCK.as_nanos() / probe.as_nanos().max(1)).clamp(1, 1000) as u64
+        })
+    };
 
     let samples: RefCell<Vec<Blocks>> = RefCell::new(Vec::new());
     group.bench_function(format!("{alg}/paired"), |b| {
         b.iter_custom(|iters| {
+            let per_block = per_block();
             let blocks = iters.div_ceil(per_block);
             let mut sample = Vec::with_capacity(blocks as usize);
             let mut verify_total = Duration::ZERO;
             for i in 0..blocks {
-                // Alternating which half goes first cancels any effect of going second
+                // Rotating which kind goes first cancels any effect of the position
                 // (warmer caches, a frequency step).
-                let (v, c) = if i % 2 == 0 {
-                    let v = run(per_block, &verify);
-                    (v, run(per_block, &check))
-                } else {
-                    let c = run(per_block, &check);
-                    (run(per_block, &verify), c)
-                };
-                verify_total += v;
+                let mut times = [Duration::ZERO; 3];
+                for k in 0..3 {
+                    let which = (i as usize + k) % 3;
+                    times[which] = run(per_block, halves[which]);
+                }
+                verify_total += times[0];
                 let per_call = |d: Duration| d.as_secs_f64() * 1e6 / per_block as f64;
-                sample.push((per_call(v), per_call(c)));
+                sample.push(times.map(per_call));
             }
             samples.borrow_mut().push(sample);
             // Criterion plans its iteration counts on this, so it must be a real time:
@@ -314,18 +328,19 @@ fn bench_paired(
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let mean =
-        |b: &Blocks, half: fn(&(f64, f64)) -> f64| b.iter().map(half).sum::<f64>() / b.len() as f64;
-    let verify = median(samples.iter().map(|s| mean(s, |p| p.0)).collect());
-    let check = median(samples.iter().map(|s| mean(s, |p| p.1)).collect());
-    let blocks: Vec<f64> = samples.iter().flatten().map(|(v, c)| v - c).collect();
+    let mean = |b: &Blocks, k: usize| b.iter().map(|t| t[k]).sum::<f64>() / b.len() as f64;
+    let half = |k: usize| median(samples.iter().map(|s| mean(s, k)).collect());
+    let (verify, check, decode) = (half(0), half(1), half(2));
+    let blocks: Vec<&[f64; 3]> = samples.iter().flatten().collect();
     let n = blocks.len();
-    let diff = median(blocks);
+    let diff = |a: usize, b: usize| median(blocks.iter().map(|t| t[a] - t[b]).collect());
+    let (ours, theirs, excess) = (diff(0, 1), diff(2, 1), diff(0, 2));
+    let per_block = per_block();
     println!(
-        "paired {alg}: Verify {verify:.3} µs, bare {check:.3} µs, overhead {diff:+.3} µs \
-         (median of {n} block differences, {per_block} calls a block), {:+.3} µs \
-         (difference of sample medians)",
-        verify - check
+        "paired {alg}: Verify {verify:.3} µs, bare {check:.3} µs, jsonwebtoken::decode \
+         {decode:.3} µs; overhead over bare: Verify {ours:+.3} µs, jsonwebtoken {theirs:+.3} µs; \
+         Verify - decode {excess:+.3} µs (medians of {n} block differences, {per_block} \
+         calls a block)"
     );
 }
 
@@ -351,6 +366,16 @@ fn bench_verify(c: &mut Criterion) {
             b.iter(|| black_box(uncached.verify(black_box(&token))).reason)
         });
 
+        // jsonwebtoken's own decode of the same token, with its default checks.
+        let mut validation = jsonwebtoken::Validation::new(case.jwt_alg);
+        validation.set_audience(&["orders-api"]);
+        validation.set_issuer(&[ISS]);
+        let jwt = || {
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &case.jwt_key, &validation)
+                .is_ok()
+        };
+        assert!(jwt());
+
         // The floor: the signature check alone, as aws-lc does it for a key given as bytes.
         match (&case.bare, &case.hmac_secret) {
             (Some((alg, public)), _) => {
@@ -370,7 +395,7 @@ fn bench_verify(c: &mut Criterion) {
                 group.bench_function(format!("{}/bare_aws_lc_preparsed", case.alg), |b| {
                     b.iter(bare)
                 });
-                bench_paired(&mut group, case.alg, &uncached, &token, bare);
+                bench_paired(&mut group, case.alg, &uncached, &token, bare, jwt);
             }
             (None, Some(secret)) => {
                 let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
@@ -383,26 +408,13 @@ fn bench_verify(c: &mut Criterion) {
                     .is_ok()
                 };
                 group.bench_function(format!("{}/bare_aws_lc", case.alg), |b| b.iter(bare));
-                bench_paired(&mut group, case.alg, &uncached, &token, bare);
+                bench_paired(&mut group, case.alg, &uncached, &token, bare, jwt);
             }
             (None, None) => {}
         }
 
-        let mut validation = jsonwebtoken::Validation::new(case.jwt_alg);
-        validation.set_audience(&["orders-api"]);
-        validation.set_issuer(&[ISS]);
-        assert!(
-            jsonwebtoken::decode::<serde_json::Value>(&token, &case.jwt_key, &validation).is_ok()
-        );
         group.bench_function(format!("{}/jsonwebtoken_decode", case.alg), |b| {
-            b.iter(|| {
-                jsonwebtoken::decode::<serde_json::Value>(
-                    black_box(&token),
-                    &case.jwt_key,
-                    &validation,
-                )
-                .is_ok()
-            })
+            b.iter(&jwt)
         });
 
         let cached = verifier(&rt, &case, 10_000);
@@ -417,24 +429,40 @@ fn bench_verify(c: &mut Criterion) {
 /// Where the time between the bare check and a full Verify goes, for HS256 (the
 /// cheapest signature, so the overhead shows most).
 fn bench_breakdown(c: &mut Criterion) {
+    use denylist_sidecar::jws;
     let case = cases().swap_remove(0);
     let token = mint(&case);
-    let mut header_buf = denylist_sidecar::jws::HeaderBuf::new();
-    let jws = denylist_sidecar::jws::parse(&token, 8192, &mut header_buf).expect("parses");
-    let payload = jws.payload_b64.to_owned();
+    let segments = jws::split(&token, 8192).expect("splits");
+    let payload = segments.payload.to_owned();
     let mut group = c.benchmark_group("breakdown_hs256");
     group
         .sample_size(SAMPLES)
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
-    group.bench_function("jws_parse_header", |b| {
+    group.bench_function("jsonwebtoken_decode_header", |b| {
+        b.iter(|| jsonwebtoken::decode_header(black_box(&token)).map(|h| h.alg))
+    });
+    group.bench_function("jws_split_and_read_header", |b| {
         b.iter(|| {
-            let mut buf = denylist_sidecar::jws::HeaderBuf::new();
-            denylist_sidecar::jws::parse(black_box(&token), 8192, &mut buf).map(|j| j.alg)
+            let t = black_box(&token);
+            jws::read_header(&jws::split(t, 8192).expect("splits")).map(|h| h.alg)
         })
     });
-    group.bench_function("parse_claims", |b| {
-        b.iter(|| denylist_sidecar::jws::parse_claims(black_box(&payload)).map(|c| c.exp()))
+    // The payload as jsonwebtoken's own `decode::<Value>` reads it, and as the
+    // Verify path does (strict: no repeated names, nesting bounded).
+    let json = URL_SAFE_NO_PAD.decode(&payload).expect("payload");
+    group.bench_function("payload_json_value", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&json)).is_ok())
+    });
+    group.bench_function("payload_json_strict", |b| {
+        b.iter(|| serde_json::from_slice::<jws::StrictObject>(black_box(&json)).is_ok())
+    });
+    group.bench_function("payload_to_claims", |b| {
+        b.iter(|| {
+            jws::decode_payload(black_box(&payload))
+                .and_then(jws::Claims::new)
+                .map(|c| c.exp())
+        })
     });
     let denylist = Denylist::new(DenylistSettings::default(), Arc::new(SystemClock));
     let facts = denylist_sidecar::denylist::TokenFacts {

@@ -87,6 +87,31 @@ impl Algorithm {
         }
     }
 
+    /// The same algorithm as jsonwebtoken names it.
+    pub fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as J;
+        match self {
+            Self::HS256 => J::HS256,
+            Self::HS384 => J::HS384,
+            Self::HS512 => J::HS512,
+            Self::RS256 => J::RS256,
+            Self::RS384 => J::RS384,
+            Self::RS512 => J::RS512,
+            Self::PS256 => J::PS256,
+            Self::PS384 => J::PS384,
+            Self::PS512 => J::PS512,
+            Self::ES256 => J::ES256,
+            Self::ES384 => J::ES384,
+            Self::EdDSA => J::EdDSA,
+        }
+    }
+
+    /// The algorithm jsonwebtoken read from a header; `None` for one it may add in a
+    /// later version that the sidecar does not support.
+    pub fn from_jwt(alg: jsonwebtoken::Algorithm) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.to_jwt() == alg)
+    }
+
     /// The key family this algorithm verifies with.
     pub fn family(self) -> KeyFamily {
         match self {

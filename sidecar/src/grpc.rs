@@ -378,7 +378,7 @@ pub fn claims_to_proto(t: &VerifiedToken) -> pb::Claims {
         kid: owned(t.kid()),
         sid: owned(c.sid()),
         alg: t.alg.name().to_owned(),
-        payload: payload_to_struct(c.payload()),
+        payload: Some(object_to_struct(c.object())),
     }
 }
 
@@ -396,34 +396,26 @@ pub fn revocation_to_proto(r: &Revocation) -> pb::Revocation {
     }
 }
 
-/// Converts a verified payload (already checked to be a JSON object without
-/// duplicate members) into a `google.protobuf.Struct`.
-fn payload_to_struct(payload: &[u8]) -> Option<prost_types::Struct> {
-    match serde_json::from_slice::<serde_json::Value>(payload).ok()? {
-        serde_json::Value::Object(map) => Some(object_to_struct(map)),
-        _ => None,
-    }
-}
-
-fn object_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+/// Converts a verified payload object into a `google.protobuf.Struct`.
+fn object_to_struct(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
     prost_types::Struct {
         fields: map
-            .into_iter()
-            .map(|(k, v)| (k, json_to_value(v)))
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
             .collect(),
     }
 }
 
-fn json_to_value(v: serde_json::Value) -> prost_types::Value {
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;
     use serde_json::Value as J;
     let kind = match v {
         J::Null => Kind::NullValue(0),
-        J::Bool(b) => Kind::BoolValue(b),
+        J::Bool(b) => Kind::BoolValue(*b),
         J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        J::String(s) => Kind::StringValue(s),
+        J::String(s) => Kind::StringValue(s.clone()),
         J::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.into_iter().map(json_to_value).collect(),
+            values: a.iter().map(json_to_value).collect(),
         }),
         J::Object(o) => Kind::StructValue(object_to_struct(o)),
     };

@@ -4,8 +4,9 @@
 //! The module owns everything between an issuer's configured key source (a JWKS URL, a
 //! JWKS file, PEM files or HMAC secret files) and the signature check:
 //!
-//! - [`VerifyingKey`] is one key, parsed once at load (aws-lc `ParsedPublicKey` or HMAC
-//!   key), so a signature check does no key parsing on the hot path.
+//! - [`VerifyingKey`] is one key, validated once at load (aws-lc parses it; RSA sizes
+//!   and HMAC secret lengths are checked) and prepared as the jsonwebtoken
+//!   `DecodingKey` the Verify path hands to `jsonwebtoken::decode`.
 //! - [`IssuerKeys`] holds one issuer's immutable key set behind an `ArcSwap`:
 //!   [`IssuerKeys::key_for`] is lock-free and does not allocate. A refresh builds a new
 //!   set and swaps it in; readers never wait for it.
@@ -92,7 +93,7 @@ pub enum KeyError {
     },
 }
 
-/// Why a signature check failed.
+/// Why [`VerifyingKey::verify`] refused a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     /// The algorithm does not fit the key: another key family, or the JWK's `alg` names

@@ -1,8 +1,10 @@
 //! The denylist sidecar: verifies JWTs locally and rejects revoked ones.
 //!
-//! The Verify path reads as a straight line — [`jws`] parses, [`keys`] finds the
-//! key, the key checks the signature, [`verify`] checks the claims, [`denylist`]
-//! answers whether a rule revokes the token. [`app`] wires the pieces to the gRPC
+//! The Verify path reads as a straight line — [`jws`] reads the header with
+//! `jsonwebtoken::decode_header` and applies the header policy, [`keys`] finds the
+//! key, [`verify`] has `jsonwebtoken::decode` check the signature and registered
+//! claims and adds denylist's own claim checks, [`denylist`] answers whether a rule
+//! revokes the token. [`app`] wires the pieces to the gRPC
 //! and admin listeners; `main.rs` only parses flags and waits for a signal.
 
 pub mod admin;

@@ -1,10 +1,23 @@
-//! The Verify path: parse → find key → check signature → check claims → check the
-//! denylist. It reads top to bottom in [`Verifier::verify`].
+//! The Verify path: read the header → choose the issuer and key → check signature and
+//! claims with jsonwebtoken → denylist's own claim checks → the denylist. It reads top
+//! to bottom in [`Verifier::verify`].
+//!
+//! [`jsonwebtoken::decode`] checks the signature and, under a [`Validation`] built once
+//! per issuer and algorithm, the registered claims it knows: `alg` in the allowlist,
+//! `iss` present and equal to the issuer, `exp` present (when required), `aud` present
+//! and accepted (when the issuer names audiences). denylist's checks sit on top where
+//! jsonwebtoken has none: `alg: none`, algorithm confusion, `crit`, JWE and the size
+//! bound ([`jws`]); key selection by `kid` without guessing and HMAC secret lengths
+//! ([`crate::keys`]); and here, the claims' JSON types, the times (`exp`, `nbf`, `iat`
+//! against the sidecar's [`Clock`](crate::clock::Clock): jsonwebtoken reads the system
+//! clock, which tests cannot move), the maximum lifetime, `jti` and `iat` required.
+//! When jsonwebtoken refuses the claims, the same checks run on the payload to give the
+//! reason, so every fault has one reason whichever check met it first.
 //!
 //! A bounded cache of verified tokens (keyed by a secret-keyed 128-bit hash of the
-//! whole token) lets repeats skip the header parse and signature check. The cache
-//! never skips the revocation check, and an entry is only used while the token is
-//! unexpired and its key is still the issuer's current key.
+//! whole token) lets repeats skip everything but the revocation check. The cache never
+//! skips the revocation check, and an entry is only used while the token is unexpired
+//! and its key is still the issuer's current key.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -12,6 +25,10 @@ use std::hash::Hasher as _;
 use std::sync::Arc;
 
 use denylist_proto::pb::Reason;
+use jsonwebtoken::Validation;
+use jsonwebtoken::errors::ErrorKind;
+use serde::de::IgnoredAny;
+use serde_json::{Map, Value};
 use siphasher::sip128::{Hasher128 as _, SipHasher13};
 
 use crate::algorithm::Algorithm;
@@ -19,21 +36,26 @@ use crate::clock::SharedClock;
 use crate::config::{Config, IssuerConfig, StalenessPolicy};
 use crate::denylist::{Denylist, Revocation, TokenFacts};
 use crate::freshness::{Freshness, FreshnessView};
-use crate::jws::{self, Claims, HeaderBuf, Rejection};
-use crate::keys::{IssuerKeys, KeyLookupError, KeyStore, SignatureError, VerifyingKey};
+use crate::jws::{self, Claims, Rejection, StrictObject};
+use crate::keys::{IssuerKeys, KeyLookupError, KeyStore, VerifyingKey};
 
-/// One trusted issuer: its policy from config and its live key set.
+/// One trusted issuer: its policy from config, its jsonwebtoken validations and its
+/// live key set.
 #[derive(Debug)]
 pub struct IssuerPolicy {
     /// Exact `iss`.
     pub issuer: String,
-    algorithms: Vec<Algorithm>,
     audiences: Vec<String>,
     leeway: i64,
     max_lifetime: i64,
     require_exp: bool,
     require_jti: bool,
+    require_iat: bool,
     symmetric: bool,
+    /// Per allowed algorithm (indexed like [`Algorithm::ALL`]): jsonwebtoken checks
+    /// that every algorithm of a `Validation` fits the key's family, so an issuer with
+    /// RSA and EC keys needs one per algorithm.
+    validations: [Option<Validation>; Algorithm::ALL.len()],
     keys: Arc<IssuerKeys>,
 }
 
@@ -41,16 +63,52 @@ impl IssuerPolicy {
     fn new(config: &IssuerConfig, keys: Arc<IssuerKeys>) -> Self {
         Self {
             issuer: config.issuer.clone(),
-            algorithms: config.algorithms.clone(),
             audiences: config.audiences.clone(),
             leeway: secs(config.leeway),
             max_lifetime: secs(config.max_lifetime),
             require_exp: config.require_exp,
             require_jti: config.require_jti,
+            require_iat: config.require_iat,
             symmetric: config.is_symmetric(),
+            validations: Algorithm::ALL.map(|alg| {
+                config
+                    .algorithms
+                    .contains(&alg)
+                    .then(|| validation(config, alg))
+            }),
             keys,
         }
     }
+
+    /// The validation for `alg`, if the issuer allows it.
+    fn validation(&self, alg: Algorithm) -> Option<&Validation> {
+        // `Algorithm::ALL` follows declaration order (checked in `keys::key_set`).
+        self.validations[alg as usize].as_ref()
+    }
+}
+
+/// What jsonwebtoken checks for one issuer and algorithm. Times are left to
+/// [`check_claims`]: jsonwebtoken compares them with the system clock.
+fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg.to_jwt());
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.leeway = 0;
+    v.set_issuer(&[&config.issuer]);
+    let mut required = vec!["iss"];
+    if config.require_exp {
+        required.push("exp");
+    }
+    if config.audiences.is_empty() {
+        // Without configured audiences an `aud` is not checked (jsonwebtoken would
+        // refuse every token that has one).
+        v.validate_aud = false;
+    } else {
+        v.set_audience(&config.audiences);
+        required.push("aud");
+    }
+    v.set_required_spec_claims(&required);
+    v
 }
 
 fn secs(d: std::time::Duration) -> i64 {
@@ -58,16 +116,13 @@ fn secs(d: std::time::Duration) -> i64 {
 }
 
 /// A token whose signature and claims have been verified.
-///
-/// Two allocations in all: this one and the payload buffer in [`Claims`], which the
-/// claim strings borrow from.
 #[derive(Debug)]
 pub struct VerifiedToken {
     /// The issuer it was verified against.
     pub issuer: Arc<IssuerPolicy>,
     /// Header `alg`.
     pub alg: Algorithm,
-    /// The decoded payload and its registered claims.
+    /// The payload and its registered claims.
     pub claims: Claims,
     kid: TokenKid,
     key: Arc<VerifyingKey>,
@@ -132,6 +187,9 @@ impl Verdict {
     }
 }
 
+/// A rejection, with the token when its signature held.
+type Refusal = (Rejection, Option<Arc<VerifiedToken>>);
+
 /// Verifies tokens against the configured issuers and the denylist.
 #[derive(Debug)]
 pub struct Verifier {
@@ -155,6 +213,13 @@ impl Verifier {
         freshness: Arc<Freshness>,
         clock: SharedClock,
     ) -> Self {
+        // jsonwebtoken picks its crypto backend from its crate features, and panics on
+        // the first `decode` when a build enables both (or neither). Name aws-lc-rs
+        // explicitly: if another crate in a build ever enabled `rust_crypto` too, every
+        // Verify would otherwise panic. Installing twice is refused, harmlessly.
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
+            &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
+        );
         let issuers: HashMap<_, _> = config
             .issuers
             .iter()
@@ -214,8 +279,27 @@ impl Verifier {
         if let Some(single) = &self.single {
             return Some(Arc::clone(single));
         }
-        let payload = token.split('.').nth(1)?;
-        self.issuers.get(&jws::peek_issuer(payload)?).cloned()
+        let payload = jws::decode_payload(token.split('.').nth(1)?).ok()?;
+        self.issuer_of(&payload).ok().cloned()
+    }
+
+    /// With several issuers, the one the unverified payload's `iss` names: the only
+    /// claim read before the signature holds.
+    fn issuer_of(&self, payload: &Map<String, Value>) -> Result<&Arc<IssuerPolicy>, Rejection> {
+        match payload.get("iss") {
+            None => Err(Rejection::new(
+                Reason::MissingClaim,
+                "`iss` is missing: with several issuers it chooses the keys",
+            )),
+            Some(Value::String(iss)) => self.issuers.get(iss).ok_or(Rejection::new(
+                Reason::IssuerUnknown,
+                "the token's issuer is not configured",
+            )),
+            Some(_) => Err(Rejection::new(
+                Reason::InvalidClaim,
+                "payload: `iss` must be a string",
+            )),
+        }
     }
 
     /// Verifies a token without awaiting anything: the hot path.
@@ -309,58 +393,48 @@ impl Verifier {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn check_signature_and_claims(
         &self,
         token: &str,
         now: i64,
-    ) -> Result<Arc<VerifiedToken>, (Rejection, Option<Arc<VerifiedToken>>)> {
+    ) -> Result<Arc<VerifiedToken>, Refusal> {
         let no_claims = |r: Rejection| (r, None);
-        // A match rather than `map_err(..)?`, which moved the (large) parsed token
-        // through one more `Result`.
-        let mut header_buf = HeaderBuf::new();
-        let jws = match jws::parse(token, self.max_token_bytes, &mut header_buf) {
-            Ok(jws) => jws,
-            Err(r) => return Err(no_claims(r)),
-        };
+        let segments = jws::split(token, self.max_token_bytes).map_err(no_claims)?;
+        let header = jws::read_header(&segments).map_err(no_claims)?;
+        // Checked only now, so that an unsigned `alg: none` token gets its own reason.
+        if segments.signature.is_empty() {
+            return Err(no_claims(Rejection::new(
+                Reason::BadSignature,
+                "the signature is empty",
+            )));
+        }
 
-        // Borrowed: the one clone goes into the verified token.
-        let issuer: &Arc<IssuerPolicy> = match &self.single {
-            Some(single) => single,
+        // Borrowed: the one clone goes into the verified token. With several issuers
+        // the payload is read (strictly) for `iss`, and kept for the claims.
+        let (issuer, peeked): (&Arc<IssuerPolicy>, _) = match &self.single {
+            Some(single) => (single, None),
             None => {
-                let iss = jws::peek_issuer(jws.payload_b64).ok_or_else(|| {
-                    no_claims(Rejection::new(
-                        Reason::Malformed,
-                        "cannot read `iss` to choose the issuer's keys",
-                    ))
-                })?;
-                self.issuers.get(&iss).ok_or_else(|| {
-                    no_claims(Rejection::new(
-                        Reason::IssuerUnknown,
-                        "the token's issuer is not configured",
-                    ))
-                })?
+                let payload = jws::decode_payload(segments.payload).map_err(no_claims)?;
+                (self.issuer_of(&payload).map_err(no_claims)?, Some(payload))
             }
         };
 
-        if jws.alg.is_hmac() && !issuer.symmetric {
+        let alg = header.alg;
+        if alg.is_hmac() && !issuer.symmetric {
             return Err(no_claims(Rejection::with(
                 Reason::AlgorithmConfusion,
-                format!(
-                    "{} (HMAC) on an issuer configured with public keys",
-                    jws.alg
-                ),
+                format!("{alg} (HMAC) on an issuer configured with public keys"),
             )));
         }
-        if !issuer.algorithms.contains(&jws.alg) {
+        let Some(validation) = issuer.validation(alg) else {
             return Err(no_claims(Rejection::with(
                 Reason::AlgorithmNotAllowed,
-                format!("{} is not in the issuer's allowed algorithms", jws.alg),
+                format!("{alg} is not in the issuer's allowed algorithms"),
             )));
-        }
+        };
         let key = issuer
             .keys
-            .key_for(jws.kid.as_deref(), jws.alg)
+            .key_for(header.kid.as_deref(), alg)
             .map_err(|e| {
                 no_claims(match e {
                     KeyLookupError::UnknownKey => Rejection::new(
@@ -372,41 +446,120 @@ impl Verifier {
                     }
                 })
             })?;
-        key.verify(jws.alg, jws.signing_input.as_bytes(), jws.signature())
-            .map_err(|e| {
-                no_claims(match e {
-                    SignatureError::WrongKeyType => Rejection::with(
-                        Reason::AlgorithmNotAllowed,
-                        format!("the key named by `kid` cannot verify {}", jws.alg),
-                    ),
-                    SignatureError::Invalid => {
-                        Rejection::new(Reason::BadSignature, "the signature does not verify")
-                    }
-                })
-            })?;
+        if !key.accepts(alg) {
+            return Err(no_claims(Rejection::with(
+                Reason::AlgorithmNotAllowed,
+                format!("the key named by `kid` cannot verify {alg}"),
+            )));
+        }
 
-        // Only now is the payload read.
-        let claims = jws::parse_claims(jws.payload_b64).map_err(no_claims)?;
-        let kid = match jws.kid {
+        // The signature, then the claims jsonwebtoken checks. The payload is read only
+        // once the signature holds (or was read strictly above, for `iss`).
+        let read = if peeked.is_some() {
+            jsonwebtoken::decode::<IgnoredAny>(token, key.decoding_key(), validation).map(|_| None)
+        } else {
+            jsonwebtoken::decode::<StrictObject>(token, key.decoding_key(), validation)
+                .map(|data| Some(data.claims.0))
+        };
+        let (read, refused) = match read {
+            Ok(read) => (read, None),
+            Err(e) => {
+                let refused = refused_by_jsonwebtoken(e.into_kind()).map_err(no_claims)?;
+                (None, Some(refused))
+            }
+        };
+        let payload = match read.or(peeked) {
+            Some(payload) => payload,
+            // jsonwebtoken refused the claims of a token whose signature holds (it reads
+            // them only then): read them again, for the verdict and its reason.
+            None => jws::decode_payload(segments.payload).map_err(no_claims)?,
+        };
+        let kid = match header.kid {
             None => TokenKid::None,
             Some(kid) if key.kid() == Some(&*kid) => TokenKid::SameAsKey,
             Some(kid) => TokenKid::Other(kid.into()),
         };
         let verified = Arc::new(VerifiedToken {
             issuer: Arc::clone(issuer),
-            alg: jws.alg,
-            claims,
+            alg,
+            claims: Claims::new(payload).map_err(no_claims)?,
             kid,
             key,
         });
-        match check_claims(issuer, &verified.claims, now) {
-            Ok(()) => Ok(verified),
-            Err(r) => Err((r, Some(verified))),
+        // Ours first: the same fault gets the same reason whether jsonwebtoken saw it
+        // or not. What jsonwebtoken refused and ours let through keeps its reason.
+        match check_claims(issuer, &verified.claims, now)
+            .err()
+            .or(refused)
+        {
+            None => Ok(verified),
+            Some(r) => Err((r, Some(verified))),
         }
     }
 }
 
-/// Registered-claim checks for a token whose signature holds.
+/// Maps a jsonwebtoken error. `Ok` with the rejection when it refused the claims of a
+/// token whose signature holds (the caller then reads the claims itself); `Err` when the
+/// token failed before that.
+fn refused_by_jsonwebtoken(kind: ErrorKind) -> Result<Rejection, Rejection> {
+    let claim = |reason: Reason, detail: String| Ok(Rejection::with(reason, detail));
+    match kind {
+        ErrorKind::InvalidSignature => Err(Rejection::new(
+            Reason::BadSignature,
+            "the signature does not verify",
+        )),
+        // The header was read before: only the signature, or a signed payload that is
+        // not base64url, can fail to decode.
+        ErrorKind::Base64(_) => Err(Rejection::new(
+            Reason::Malformed,
+            "the signature or the signed payload is not base64url",
+        )),
+        // The payload as JSON (read again by the caller: if it is not a strict object,
+        // that is the reason), or a registered claim jsonwebtoken cannot read: it reads
+        // an `exp` or `nbf` that is an object or an array as broken JSON.
+        ErrorKind::Json(_) => claim(
+            Reason::InvalidClaim,
+            "payload: a registered claim has the wrong type".to_owned(),
+        ),
+        ErrorKind::Utf8(_) => Err(Rejection::new(
+            Reason::Malformed,
+            "payload is not valid UTF-8",
+        )),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Err(Rejection::new(
+            Reason::AlgorithmNotAllowed,
+            "the algorithm does not fit the issuer or the key",
+        )),
+        ErrorKind::MissingRequiredClaim(c) => {
+            claim(Reason::MissingClaim, format!("`{c}` is missing"))
+        }
+        ErrorKind::InvalidClaimFormat(c) => claim(
+            Reason::InvalidClaim,
+            format!("payload: `{c}` has the wrong type"),
+        ),
+        ErrorKind::InvalidIssuer => claim(
+            Reason::IssuerUnknown,
+            "`iss` does not match the issuer whose key signed the token".to_owned(),
+        ),
+        ErrorKind::InvalidAudience => claim(
+            Reason::AudienceMismatch,
+            "no `aud` value is an accepted audience".to_owned(),
+        ),
+        ErrorKind::ExpiredSignature => claim(Reason::Expired, "expired".to_owned()),
+        ErrorKind::ImmatureSignature => {
+            claim(Reason::NotYetValid, "not valid yet (`nbf`)".to_owned())
+        }
+        // Key errors: the key store only holds keys jsonwebtoken's provider can use.
+        other => Err(Rejection::with(
+            Reason::BadSignature,
+            format!("jsonwebtoken could not check the signature: {other:?}"),
+        )),
+    }
+}
+
+/// denylist's claim checks, in the order that decides the reason: `iss`, `exp`, `nbf`,
+/// `iat` in the future, the lifetime, `aud`, then the claims the denylist needs (`jti`,
+/// `iat`). The presence and value checks jsonwebtoken also makes are repeated here so
+/// that a token's reason does not depend on which of the two met a fault first.
 fn check_claims(issuer: &IssuerPolicy, c: &Claims, now: i64) -> Result<(), Rejection> {
     match c.iss() {
         None => return Err(Rejection::new(Reason::MissingClaim, "`iss` is missing")),
@@ -483,6 +636,12 @@ fn check_claims(issuer: &IssuerPolicy, c: &Claims, now: i64) -> Result<(), Rejec
             "`jti` is missing (required so the token can be revoked)",
         ));
     }
+    if issuer.require_iat && iat.is_none() {
+        return Err(Rejection::new(
+            Reason::MissingClaim,
+            "`iat` is missing (required so cut-off revocations can be judged)",
+        ));
+    }
     Ok(())
 }
 
@@ -502,3 +661,6 @@ impl Verifier {
         (self.denylist.is_revoked(facts), self.freshness.view())
     }
 }
+
+#[cfg(test)]
+mod tests;

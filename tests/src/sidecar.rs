@@ -140,6 +140,9 @@ impl SidecarOptions {
                 ("issuer", s(issuer.iss())),
                 ("algorithms", Value::Array(vec![s("HS256")])),
                 ("max_lifetime", d(self.max_token_lifetime)),
+                // Off, so the suite can show that a token without `iat` still fails
+                // safe against cut-off rules (the sidecar's default refuses it outright).
+                ("require_iat", Value::Boolean(false)),
                 (
                     "keys",
                     table(vec![("hmac_secret_files", Value::Array(files))]),

@@ -1,11 +1,13 @@
-//! One verification key, parsed once and ready to check signatures.
+//! One verification key, checked once at load and prepared for jsonwebtoken.
 
 use std::fmt;
 
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer as _;
-use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents, RsaSubjectPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::DecodingKey;
 
 use super::pem::{self, SpkiKind};
 use super::{KeyError, MAX_RSA_BITS, MIN_HMAC_SECRET_BYTES, MIN_RSA_BITS, SignatureError};
@@ -14,46 +16,23 @@ use crate::algorithm::{Algorithm, KeyFamily};
 /// A key that verifies JWS signatures: an RSA, EC P-256/P-384 or Ed25519 public key,
 /// or an HMAC secret.
 ///
-/// Built once when a key source loads; the key material is parsed then (aws-lc
-/// `ParsedPublicKey`, `hmac::Key`), so [`VerifyingKey::verify`] does no parsing.
+/// Built once when a key source loads: the key material is validated then (aws-lc
+/// parses it, and RSA sizes and HMAC lengths are checked), and its jsonwebtoken
+/// [`DecodingKey`] is prepared, in the encoding jsonwebtoken's aws-lc provider reads
+/// first (PKCS#1 for RSA, SubjectPublicKeyInfo for EC, the raw 32 bytes for Ed25519).
 /// `Debug` shows the kid, family and a fingerprint of public keys, never a secret.
 pub struct VerifyingKey {
     kid: Option<String>,
     family: KeyFamily,
     /// The JWK's `alg`, if it named one: the only algorithm this key verifies.
     alg: Option<Algorithm>,
-    material: Material,
+    decoding: DecodingKey,
+    /// An HMAC secret's length, which decides the hashes it may key (RFC 7518 §3.2);
+    /// an RSA modulus' size in bits (shown by `Debug`); 0 for EC and Ed25519 keys.
+    size: usize,
     /// SHA-256 over the key material (SubjectPublicKeyInfo for public keys), used to
     /// tell whether a reloaded key set differs. Never printed for secrets.
     fingerprint: [u8; 32],
-}
-
-enum Material {
-    Hmac(Box<HmacKeys>),
-    Rsa(Box<RsaKeys>),
-    /// P-256 or P-384, parsed for the fixed-length (r‖s) signature form JWS uses.
-    Ec(ParsedPublicKey),
-    Ed25519(ParsedPublicKey),
-}
-
-/// One secret keyed for each HMAC hash it is long enough for (RFC 7518 §3.2: at least
-/// the hash's output size), so a 32-byte secret never verifies HS384 or HS512.
-struct HmacKeys {
-    hs256: hmac::Key,
-    hs384: Option<hmac::Key>,
-    hs512: Option<hmac::Key>,
-}
-
-/// An RSA key parsed for each padding and digest: aws-lc binds a parsed key to one
-/// verification algorithm.
-struct RsaKeys {
-    bits: usize,
-    rs256: ParsedPublicKey,
-    rs384: ParsedPublicKey,
-    rs512: ParsedPublicKey,
-    ps256: ParsedPublicKey,
-    ps384: ParsedPublicKey,
-    ps512: ParsedPublicKey,
 }
 
 impl VerifyingKey {
@@ -111,12 +90,6 @@ impl VerifyingKey {
                 secret.len()
             )));
         }
-        // A hash's key only when the secret is long enough for it (RFC 7518 §3.2).
-        let keyed = |alg: Algorithm, h: hmac::Algorithm| {
-            alg.min_hmac_secret_bytes()
-                .is_some_and(|min| secret.len() >= min)
-                .then(|| hmac::Key::new(h, secret))
-        };
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(b"hmac\0");
         ctx.update(secret);
@@ -124,11 +97,8 @@ impl VerifyingKey {
             kid,
             family: KeyFamily::Hmac,
             alg: None,
-            material: Material::Hmac(Box::new(HmacKeys {
-                hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
-                hs384: keyed(Algorithm::HS384, hmac::HMAC_SHA384),
-                hs512: keyed(Algorithm::HS512, hmac::HMAC_SHA512),
-            })),
+            decoding: DecodingKey::from_secret(secret),
+            size: secret.len(),
             fingerprint: fingerprint_of(ctx.finish()),
         })
     }
@@ -164,20 +134,25 @@ impl VerifyingKey {
     pub fn accepts(&self, alg: Algorithm) -> bool {
         alg.family() == self.family
             && self.alg.is_none_or(|a| a == alg)
-            && match (&self.material, alg) {
-                (Material::Hmac(k), Algorithm::HS384) => k.hs384.is_some(),
-                (Material::Hmac(k), Algorithm::HS512) => k.hs512.is_some(),
-                _ => true,
-            }
+            && alg
+                .min_hmac_secret_bytes()
+                .is_none_or(|min| self.size >= min)
     }
 
-    /// Checks the signature over `signing_input` (the ASCII `header.payload`).
+    /// The key as jsonwebtoken takes it. Check [`VerifyingKey::accepts`] first:
+    /// jsonwebtoken only checks that the family fits.
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    /// Checks a raw signature over `signing_input` (the ASCII `header.payload`) with
+    /// jsonwebtoken, as `jsonwebtoken::decode` does for a token and this key: for
+    /// callers (and tests) holding a signature rather than a token.
     ///
-    /// [`SignatureError::WrongKeyType`] if `alg` does not fit the key (another family,
-    /// the JWK's `alg` names another algorithm, or an HMAC secret too short for it). [`SignatureError::Invalid`] otherwise when
-    /// the check fails. ECDSA signatures must be the fixed-length r‖s form JWS uses (64
-    /// bytes for ES256, 96 for ES384): a DER-encoded signature, any other length, or a
-    /// zero r or s is invalid. HMAC tags are compared in constant time.
+    /// [`SignatureError::WrongKeyType`] if [`VerifyingKey::accepts`] refuses `alg`;
+    /// [`SignatureError::Invalid`] when the check fails. ECDSA signatures must be the
+    /// fixed-length r‖s form JWS uses: a DER one, another length or a zero r or s is
+    /// invalid.
     pub fn verify(
         &self,
         alg: Algorithm,
@@ -187,42 +162,13 @@ impl VerifyingKey {
         if !self.accepts(alg) {
             return Err(SignatureError::WrongKeyType);
         }
-        let checked = match (&self.material, alg) {
-            (Material::Hmac(k), Algorithm::HS256) => {
-                hmac::verify(&k.hs256, signing_input, signature)
-            }
-            (Material::Hmac(k), Algorithm::HS384) => match &k.hs384 {
-                Some(key) => hmac::verify(key, signing_input, signature),
-                None => return Err(SignatureError::WrongKeyType),
-            },
-            (Material::Hmac(k), Algorithm::HS512) => match &k.hs512 {
-                Some(key) => hmac::verify(key, signing_input, signature),
-                None => return Err(SignatureError::WrongKeyType),
-            },
-            (Material::Rsa(k), Algorithm::RS256) => k.rs256.verify_sig(signing_input, signature),
-            (Material::Rsa(k), Algorithm::RS384) => k.rs384.verify_sig(signing_input, signature),
-            (Material::Rsa(k), Algorithm::RS512) => k.rs512.verify_sig(signing_input, signature),
-            (Material::Rsa(k), Algorithm::PS256) => k.ps256.verify_sig(signing_input, signature),
-            (Material::Rsa(k), Algorithm::PS384) => k.ps384.verify_sig(signing_input, signature),
-            (Material::Rsa(k), Algorithm::PS512) => k.ps512.verify_sig(signing_input, signature),
-            (Material::Ec(k), Algorithm::ES256 | Algorithm::ES384) => {
-                // aws-lc checks the length too; checking here makes the contract explicit
-                // (a DER signature of the right length cannot slip through either way).
-                let expected = if alg == Algorithm::ES256 { 64 } else { 96 };
-                if signature.len() != expected {
-                    return Err(SignatureError::Invalid);
-                }
-                k.verify_sig(signing_input, signature)
-            }
-            (Material::Ed25519(k), Algorithm::EdDSA) => {
-                if signature.len() != 64 {
-                    return Err(SignatureError::Invalid);
-                }
-                k.verify_sig(signing_input, signature)
-            }
-            _ => return Err(SignatureError::WrongKeyType),
-        };
-        checked.map_err(|_| SignatureError::Invalid)
+        // jsonwebtoken takes the signature as the token carries it.
+        let signature = URL_SAFE_NO_PAD.encode(signature);
+        match jsonwebtoken::crypto::verify(&signature, signing_input, &self.decoding, alg.to_jwt())
+        {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err(SignatureError::Invalid),
+        }
     }
 
     /// The key with `alg` as its only algorithm. The caller checks `alg` fits the family.
@@ -280,29 +226,26 @@ impl VerifyingKey {
                 "RSA key has {bits} bits; at most {MAX_RSA_BITS} are supported"
             )));
         }
-        let components = RsaPublicKeyComponents { n, e };
-        let parse = |params: &'static signature::RsaParameters| {
-            components
-                .to_parsed_public_key(params)
-                .map_err(|err| KeyError::Invalid(format!("not a valid RSA public key: {err}")))
+        let invalid = |err: &dyn fmt::Display| {
+            KeyError::Invalid(format!("not a valid RSA public key: {err}"))
         };
-        let rs256 = parse(&signature::RSA_PKCS1_2048_8192_SHA256)?;
-        let fingerprint = spki_fingerprint(&rs256)?;
-        let keys = RsaKeys {
-            bits,
-            rs256,
-            rs384: parse(&signature::RSA_PKCS1_2048_8192_SHA384)?,
-            rs512: parse(&signature::RSA_PKCS1_2048_8192_SHA512)?,
-            ps256: parse(&signature::RSA_PSS_2048_8192_SHA256)?,
-            ps384: parse(&signature::RSA_PSS_2048_8192_SHA384)?,
-            ps512: parse(&signature::RSA_PSS_2048_8192_SHA512)?,
-        };
+        // Parsed once to validate it (aws-lc checks the modulus and exponent) and to
+        // encode it: SubjectPublicKeyInfo for the fingerprint, PKCS#1 for jsonwebtoken.
+        let parsed = RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+            .map_err(|err| invalid(&err))?;
+        let spki = parsed
+            .as_der()
+            .map_err(|_| KeyError::Invalid("cannot encode the public key".into()))?;
+        let pkcs1 =
+            aws_lc_rs::rsa::PublicKey::from_der(spki.as_ref()).map_err(|err| invalid(&err))?;
         Ok(Self {
             kid: None,
             family: KeyFamily::Rsa,
             alg: None,
-            material: Material::Rsa(Box::new(keys)),
-            fingerprint,
+            decoding: DecodingKey::from_rsa_der(pkcs1.as_ref()),
+            size: bits,
+            fingerprint: fingerprint_of(digest::digest(&digest::SHA256, spki.as_ref())),
         })
     }
 
@@ -320,12 +263,14 @@ impl VerifyingKey {
         };
         let parsed = ParsedPublicKey::new(alg, bytes)
             .map_err(|e| KeyError::Invalid(format!("not a valid EC {curve} public key: {e}")))?;
+        let (spki, fingerprint) = spki_and_fingerprint(&parsed)?;
         Ok(Self {
             kid: None,
             family,
             alg: None,
-            fingerprint: spki_fingerprint(&parsed)?,
-            material: Material::Ec(parsed),
+            decoding: DecodingKey::from_ec_der(&spki),
+            size: 0,
+            fingerprint,
         })
     }
 
@@ -333,12 +278,20 @@ impl VerifyingKey {
     pub(super) fn from_ed25519(bytes: &[u8]) -> Result<Self, KeyError> {
         let parsed = ParsedPublicKey::new(&signature::ED25519, bytes)
             .map_err(|e| KeyError::Invalid(format!("not a valid Ed25519 public key: {e}")))?;
+        let (spki, fingerprint) = spki_and_fingerprint(&parsed)?;
+        // An Ed25519 SubjectPublicKeyInfo is 12 fixed bytes and then the key itself.
+        let raw = spki
+            .len()
+            .checked_sub(32)
+            .map(|at| &spki[at..])
+            .ok_or_else(|| KeyError::Invalid("cannot encode the Ed25519 key".into()))?;
         Ok(Self {
             kid: None,
             family: KeyFamily::Ed25519,
             alg: None,
-            fingerprint: spki_fingerprint(&parsed)?,
-            material: Material::Ed25519(parsed),
+            decoding: DecodingKey::from_ed_der(raw),
+            size: 0,
+            fingerprint,
         })
     }
 }
@@ -349,13 +302,13 @@ impl fmt::Debug for VerifyingKey {
         d.field("kid", &self.kid)
             .field("family", &self.family)
             .field("alg", &self.alg);
-        match &self.material {
+        match self.family {
             // A digest of a secret is still derived from it: show nothing.
-            Material::Hmac(_) => d.field("secret", &"<redacted>"),
-            Material::Rsa(k) => d
-                .field("bits", &k.bits)
+            KeyFamily::Hmac => d.field("secret", &"<redacted>"),
+            KeyFamily::Rsa => d
+                .field("bits", &self.size)
                 .field("fingerprint", &Hex(&self.fingerprint[..8])),
-            Material::Ec(_) | Material::Ed25519(_) => {
+            KeyFamily::EcP256 | KeyFamily::EcP384 | KeyFamily::Ed25519 => {
                 d.field("fingerprint", &Hex(&self.fingerprint[..8]))
             }
         };
@@ -377,16 +330,14 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// SHA-256 over the key's canonical SubjectPublicKeyInfo, so the same key read from a
-/// PEM file or a JWK has the same fingerprint.
-fn spki_fingerprint(key: &ParsedPublicKey) -> Result<[u8; 32], KeyError> {
+/// The key's canonical SubjectPublicKeyInfo and its SHA-256, so the same key read from
+/// a PEM file or a JWK has the same fingerprint.
+fn spki_and_fingerprint(key: &ParsedPublicKey) -> Result<(Vec<u8>, [u8; 32]), KeyError> {
     let der = key
         .as_der()
         .map_err(|_| KeyError::Invalid("cannot encode the public key".into()))?;
-    Ok(fingerprint_of(digest::digest(
-        &digest::SHA256,
-        der.as_ref(),
-    )))
+    let fingerprint = fingerprint_of(digest::digest(&digest::SHA256, der.as_ref()));
+    Ok((der.as_ref().to_vec(), fingerprint))
 }
 
 fn fingerprint_of(d: digest::Digest) -> [u8; 32] {
