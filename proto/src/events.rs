@@ -319,6 +319,15 @@ impl Event {
                     .kind
                     .ok_or_else(|| EventError::invalid("kind", "required for a revocation"))?;
                 let cutoff = match raw.cutoff {
+                    // On the wire a zero cut-off means "unset: the creation time", so a
+                    // file's explicit 0 would mean the epoch here and the creation time
+                    // once published: one line, two meanings. Refuse it instead.
+                    Some(0) if kind.has_cutoff() => {
+                        return Err(EventError::invalid(
+                            "cutoff",
+                            "0 is not a cut-off; leave `cutoff` out to cut off at `created_at_ms`",
+                        ));
+                    }
                     Some(c) => c,
                     None if kind.has_cutoff() => raw.created_at_ms.div_euclid(1000),
                     None => 0,

@@ -92,3 +92,28 @@ fn proto_rejects_unspecified_action_and_kind() {
         Err(EventError::Invalid { field: "kind", .. })
     ));
 }
+
+/// A file's explicit `"cutoff": 0` would mean the epoch here but "unset" (the creation
+/// time) once published as protobuf; it is refused, naming the field (found by the
+/// `revocations_file` fuzz target).
+#[test]
+fn json_refuses_an_explicit_zero_cutoff_on_a_cutoff_rule() {
+    for kind in ["subject", "issuer"] {
+        let targets = if kind == "issuer" { "[]" } else { r#"["alice"]"# };
+        let line = format!(
+            r#"{{"event_id":"e","action":"revoke","kind":"{kind}","issuer":"https://idp","targets":{targets},"cutoff":0,"created_at_ms":1700000000000}}"#
+        );
+        let err = Event::from_json(&line).unwrap_err();
+        assert!(
+            matches!(err, EventError::Invalid { field: "cutoff", .. }),
+            "{kind}: {err:?}"
+        );
+        // Leaving it out still means the creation time.
+        let line = line.replace(r#""cutoff":0,"#, "");
+        let ev = Event::from_json(&line).unwrap();
+        let Action::Revoke(r) = &ev.action else {
+            panic!("a revocation")
+        };
+        assert_eq!(r.cutoff, 1_700_000_000, "{kind}");
+    }
+}
