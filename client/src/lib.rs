@@ -10,8 +10,9 @@
 //!   for the stream's acknowledgement (with [`NatsOptions`] for the connection and its auth;
 //!   [`publisher::revocation`] and [`publisher::lift`] build events).
 //! - [`stream`]: creates, updates and describes the JetStream stream every sidecar follows.
-//! - [`direct`]: reads the stream with batched direct gets, which keep no state on the server
-//!   (no consumer): how a sidecar catches up.
+//! - [`heartbeat`]: the fleet heartbeat publisher behind `denylistctl heartbeat` — one signed
+//!   message a second on a core subject tells every sidecar the stream's last sequence, so
+//!   no sidecar polls the stream.
 //! - [`snapshot`]: builds the signed snapshots that let a starting sidecar skip replaying
 //!   the whole stream, and checks the stored one as a sidecar would.
 //! - [`replay`], [`fleet`], [`bulk`]: what `denylistctl` builds on — reading the stream back
@@ -22,9 +23,9 @@
 //! [`pb::Claims`]: denylist_proto::pb::Claims
 
 pub mod bulk;
-pub mod direct;
 pub mod env;
 pub mod fleet;
+pub mod heartbeat;
 pub mod ids;
 pub mod layer;
 pub mod nats;
@@ -39,7 +40,6 @@ pub mod verifier;
 #[cfg(test)]
 mod fake_verifier;
 
-pub use direct::{DirectGetError, DirectReader, UpTo};
 pub use layer::{Freshness, VerifyLayer, VerifyService};
 pub use nats::{NatsError, NatsOptions};
 pub use publisher::{PublishError, Published, Publisher};

@@ -3,7 +3,7 @@
 //!
 //! The stream stores `denylist.v1.events.>` in files, with `Nats-Msg-Id` deduplication over a
 //! duplicate window, direct gets allowed (reads that keep no state on the server, which is
-//! how sidecars catch up: see [`crate::direct`]), and a `republish`
+//! how sidecars catch up: see the sidecar's `sync::direct`), and a `republish`
 //! of every stored message to `denylist.v1.live.>`: sidecars follow that with a plain core
 //! subscription, which carries each message's stream sequence in its headers so a gap is
 //! visible. Sidecars never alter the stream; operators do, through here.

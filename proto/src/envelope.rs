@@ -182,6 +182,108 @@ impl TrustedKeys {
     }
 }
 
+/// The core subject the fleet heartbeat is published on by default.
+pub const HEARTBEAT_SUBJECT: &str = "denylist.v1.heartbeat";
+
+/// What a heartbeat signature covers before the heartbeat bytes: the domain of the
+/// signature, so that a heartbeat signature never verifies as an event or a snapshot
+/// signature (and a key can later be limited to heartbeats).
+const HEARTBEAT_SIGNING_PREFIX: &[u8] = b"denylist.v1.heartbeat\n";
+
+/// The stream's state, signed by a heartbeat publisher (see `StreamHeartbeat` in
+/// `events.proto`). Opened only through [`TrustedKeys::open_heartbeat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The stream's name.
+    pub stream: String,
+    /// The stream's creation time, Unix nanoseconds.
+    pub stream_created_unix_nanos: i64,
+    /// The stream's last sequence.
+    pub last_sequence: u64,
+    /// The stream's first stored sequence.
+    pub first_sequence: u64,
+    /// When the state was read, Unix milliseconds (the publisher's clock).
+    pub published_at_ms: i64,
+    /// The publisher replica's name (informational).
+    pub publisher: String,
+}
+
+/// Longest publisher name kept from a heartbeat: it is only logged.
+const MAX_HEARTBEAT_PUBLISHER_LEN: usize = 128;
+
+impl Heartbeat {
+    fn to_proto(&self) -> pb::StreamHeartbeat {
+        pb::StreamHeartbeat {
+            stream: self.stream.clone(),
+            stream_created_unix_nanos: self.stream_created_unix_nanos,
+            last_sequence: self.last_sequence,
+            first_sequence: self.first_sequence,
+            published_at_ms: self.published_at_ms,
+            publisher: self.publisher.clone(),
+        }
+    }
+
+    /// Checks what a signature cannot: the fields make sense together.
+    fn from_proto(p: pb::StreamHeartbeat) -> Result<Self, EnvelopeError> {
+        let bad = |m: &str| EnvelopeError::Decode(format!("heartbeat: {m}"));
+        if p.stream.is_empty() {
+            return Err(bad("no stream name"));
+        }
+        if p.stream_created_unix_nanos <= 0 {
+            return Err(bad("no stream creation time"));
+        }
+        if p.published_at_ms <= 0 {
+            return Err(bad("no publication time"));
+        }
+        // An empty stream has first = last + 1 (or 0 when nothing was ever stored).
+        if p.first_sequence > p.last_sequence.saturating_add(1) {
+            return Err(bad("first sequence beyond the last"));
+        }
+        Ok(Self {
+            stream: p.stream,
+            stream_created_unix_nanos: p.stream_created_unix_nanos,
+            last_sequence: p.last_sequence,
+            first_sequence: p.first_sequence,
+            published_at_ms: p.published_at_ms,
+            publisher: p
+                .publisher
+                .chars()
+                .take(MAX_HEARTBEAT_PUBLISHER_LEN)
+                .collect(),
+        })
+    }
+}
+
+impl SigningKey {
+    /// Encodes and signs a heartbeat (domain-separated from event signatures).
+    pub fn sign_heartbeat(&self, heartbeat: &Heartbeat) -> pb::SignedHeartbeat {
+        let bytes = heartbeat.to_proto().encode_to_vec();
+        let mut signed = HEARTBEAT_SIGNING_PREFIX.to_vec();
+        signed.extend_from_slice(&bytes);
+        pb::SignedHeartbeat {
+            signature: self.sign_bytes(&signed),
+            key_id: self.key_id.clone(),
+            heartbeat: bytes,
+        }
+    }
+}
+
+impl TrustedKeys {
+    /// Decodes a heartbeat message body, checks its signature by a trusted key, then
+    /// decodes and checks the heartbeat. Returns it with the key id that signed it (so a
+    /// caller can hold keys to what they may sign).
+    pub fn open_heartbeat(&self, message: &[u8]) -> Result<(Heartbeat, String), EnvelopeError> {
+        let signed = pb::SignedHeartbeat::decode(message)
+            .map_err(|e| EnvelopeError::Decode(e.to_string()))?;
+        let mut bytes = HEARTBEAT_SIGNING_PREFIX.to_vec();
+        bytes.extend_from_slice(&signed.heartbeat);
+        self.verify(&signed.key_id, &bytes, &signed.signature)?;
+        let heartbeat = pb::StreamHeartbeat::decode(signed.heartbeat.as_slice())
+            .map_err(|e| EnvelopeError::Decode(format!("heartbeat: {e}")))?;
+        Ok((Heartbeat::from_proto(heartbeat)?, signed.key_id))
+    }
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(32).collect()
 }

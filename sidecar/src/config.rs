@@ -15,8 +15,10 @@ use serde::Deserialize;
 use crate::algorithm::{Algorithm, KeyFamily};
 
 mod authz;
+mod nats;
 
 pub use authz::{ExtAuthzConfig, ForwardAuthConfig};
+pub use nats::NatsConfig;
 
 /// Largest `denylist.expected_entries`: a Bloom filter of ~180 MB at 0.1 %.
 const MAX_EXPECTED_ENTRIES: usize = 100_000_000;
@@ -283,159 +285,6 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             filter: "info".to_owned(),
         }
-    }
-}
-
-/// NATS connection and stream settings (fleet mode).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsConfig {
-    /// Server URLs (`nats://host:4222`, `tls://host:4222`). Required in nats mode.
-    pub servers: Vec<String>,
-    /// JetStream stream name. Default `DENYLIST`.
-    pub stream: String,
-    /// Publisher public keys (base64url, raw Ed25519) whose events are applied.
-    /// Required in nats mode: events signed by anyone else are counted and dropped.
-    pub trusted_publishers: Vec<String>,
-    /// How often the sidecar asks the stream for its last sequence (its heartbeat,
-    /// and how a quiet gap is found). Default 2 s.
-    #[serde(with = "humantime_serde")]
-    pub heartbeat_interval: Duration,
-    /// Timeout of connecting and of each JetStream request. Default 5 s.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// NATS credentials file (JWT + nkey seed).
-    pub creds_file: Option<PathBuf>,
-    /// File holding an nkey seed.
-    pub nkey_seed_file: Option<PathBuf>,
-    /// User name (with `password`).
-    pub user: Option<String>,
-    /// Password file (with `user`): a file, so the secret stays out of the config.
-    pub password_file: Option<PathBuf>,
-    /// File holding a token.
-    pub token_file: Option<PathBuf>,
-    /// CA bundle to verify the servers' certificates.
-    pub tls_ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS (with `tls_key_file`).
-    pub tls_cert_file: Option<PathBuf>,
-    /// Client key for mutual TLS.
-    pub tls_key_file: Option<PathBuf>,
-    /// Require TLS even for `nats://` URLs.
-    pub tls_required: bool,
-    /// Ed25519 PKCS#8 PEM key; when set, the sidecar serves `denylist.v1.Publisher`.
-    pub publisher_key_file: Option<PathBuf>,
-    /// Whether to start from the stream's signed snapshot (when there is a valid one)
-    /// instead of replaying the whole stream. Default true.
-    pub snapshots: bool,
-    /// Object store bucket of the snapshots. Default `<stream>_SNAPSHOTS`.
-    pub snapshot_bucket: Option<String>,
-}
-
-impl Default for NatsConfig {
-    fn default() -> Self {
-        Self {
-            servers: Vec::new(),
-            stream: denylist_proto::subjects::DEFAULT_STREAM.to_owned(),
-            trusted_publishers: Vec::new(),
-            heartbeat_interval: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
-            creds_file: None,
-            nkey_seed_file: None,
-            user: None,
-            password_file: None,
-            token_file: None,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_required: false,
-            publisher_key_file: None,
-            snapshots: true,
-            snapshot_bucket: None,
-        }
-    }
-}
-
-impl NatsConfig {
-    /// The object store bucket the snapshots are read from.
-    pub fn snapshot_bucket(&self) -> String {
-        self.snapshot_bucket
-            .clone()
-            .unwrap_or_else(|| denylist_proto::snapshot::default_bucket(&self.stream))
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.servers.is_empty() {
-            return Err(invalid(
-                "nats.servers",
-                "required when denylist.source = \"nats\"",
-            ));
-        }
-        for (i, s) in self.servers.iter().enumerate() {
-            let ok = ["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .any(|p| s.starts_with(p));
-            if !ok {
-                return Err(invalid(
-                    format!("nats.servers[{i}]"),
-                    format!("{s:?} must start with nats://, tls://, ws:// or wss://"),
-                ));
-            }
-            s.parse::<async_nats::ServerAddr>()
-                .map_err(|e| invalid(format!("nats.servers[{i}]"), format!("{s:?}: {e}")))?;
-        }
-        if self.stream.is_empty() || self.stream.contains(['.', '*', '>', ' ']) {
-            return Err(invalid(
-                "nats.stream",
-                "must be a stream name (no . * > or spaces)",
-            ));
-        }
-        if self.trusted_publishers.is_empty() {
-            return Err(invalid(
-                "nats.trusted_publishers",
-                "list at least one publisher public key (denylistctl keygen prints it)",
-            ));
-        }
-        denylist_proto::envelope::TrustedKeys::from_public_keys(&self.trusted_publishers)
-            .map_err(|e| invalid("nats.trusted_publishers", e.to_string()))?;
-        if let Some(bucket) = &self.snapshot_bucket
-            && (bucket.is_empty()
-                || !bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-        {
-            return Err(invalid(
-                "nats.snapshot_bucket",
-                "must be a bucket name (letters, digits, _ and -)",
-            ));
-        }
-        if self.heartbeat_interval < Duration::from_millis(100) {
-            return Err(invalid("nats.heartbeat_interval", "must be at least 100ms"));
-        }
-        if self.request_timeout < Duration::from_millis(100) {
-            return Err(invalid("nats.request_timeout", "must be at least 100ms"));
-        }
-        let auth = [
-            self.creds_file.is_some(),
-            self.nkey_seed_file.is_some(),
-            self.user.is_some() || self.password_file.is_some(),
-            self.token_file.is_some(),
-        ];
-        if auth.iter().filter(|a| **a).count() > 1 {
-            return Err(invalid(
-                "nats",
-                "set at most one of creds_file, nkey_seed_file, user/password_file, token_file",
-            ));
-        }
-        if self.user.is_some() != self.password_file.is_some() {
-            return Err(invalid("nats.user", "user and password_file go together"));
-        }
-        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            return Err(invalid(
-                "nats.tls_cert_file",
-                "tls_cert_file and tls_key_file go together",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -725,6 +574,9 @@ impl Config {
                     humantime::format_duration(d.max_staleness)
                 ),
             ));
+        }
+        if d.source == DenylistSource::Nats {
+            self.nats.validate_against_staleness(d.max_staleness)?;
         }
         if !(d.bloom_fp_rate > 0.0 && d.bloom_fp_rate < 0.5) {
             return Err(invalid(

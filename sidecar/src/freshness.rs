@@ -62,6 +62,11 @@ impl Freshness {
         self.policy
     }
 
+    /// How long the source may go unheard before the denylist is stale.
+    pub fn max_staleness(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.max_staleness_ms).unwrap_or(u64::MAX))
+    }
+
     /// Records that the source was heard from just now (an event, a heartbeat, a poll).
     pub fn mark_heard(&self) {
         self.last_heard_ms

@@ -1,4 +1,5 @@
-//! Fleet mode: following the revocation stream on NATS JetStream.
+//! Fleet mode: following the revocation stream on NATS JetStream, with no per-sidecar
+//! JetStream state and no per-sidecar polling in steady state.
 //!
 //! A [`StreamFollower`] keeps the denylist equal to the stream, in order, without
 //! gaps:
@@ -6,13 +7,29 @@
 //! 1. It subscribes to the live subject first (core NATS: the stream republishes
 //!    every stored event there with its stream sequence in a header), so nothing
 //!    published during catch-up is missed.
-//! 2. It catches up from the last applied sequence + 1 with an ephemeral ordered
-//!    JetStream consumer, up to the stream's last sequence; the readiness latch is
-//!    released the first time that completes.
+//! 2. It catches up from the last applied sequence + 1 with batched direct gets
+//!    ([`direct`]): no consumer, nothing kept on the server per sidecar, one request in
+//!    flight at a time. At start the bound is the stream's last sequence from one
+//!    stream-info request; the readiness latch is released the first time it is reached.
 //! 3. It then applies live messages in sequence order. A sequence that skips ahead
-//!    (a message lost while disconnected, a slow-consumer drop) triggers another
-//!    catch-up from the last applied sequence; so does a heartbeat that finds the
-//!    stream ahead of us. No revocation is ever skipped.
+//!    (a message lost while disconnected, a slow-consumer drop), a live copy that does
+//!    not open, or a fleet heartbeat showing the stream ahead schedules a catch-up up to
+//!    that sequence, after a random delay up to `catch_up_jitter` — ten thousand
+//!    sidecars that see the same gap (a NATS restart) spread their reads out. Live
+//!    messages that arrive in order meanwhile are still applied; a catch-up whose bound
+//!    is reached by them is dropped. No revocation is ever skipped.
+//!
+//! Freshness comes from a separate task, [`heartbeat`]: the fleet heartbeat
+//! (`denylistctl heartbeat`, signed like events) says the stream's last sequence and
+//! creation time once a second for the whole fleet; while none is heard the task asks the
+//! stream itself every `heartbeat_interval` (the fallback). It never waits for a
+//! catch-up, so a long catch-up cannot turn a sidecar stale; a catch-up that makes
+//! progress counts as hearing the stream, one that is stuck does not.
+//!
+//! A bound that is only a hint (an unsigned live header, a heartbeat) is never believed
+//! past the stored messages: when the stream holds nothing up to it, one stream-info
+//! request settles where the stream really ends before the follower moves past
+//! sequences it never saw.
 //!
 //! Three changes of the stream itself are handled, not waited out: a live copy that
 //! does not open (the sequence header is unsigned) is read again from the stream
@@ -25,28 +42,39 @@
 //! signed snapshot when there is a valid one (see [`denylist_proto::snapshot`]), so
 //! it replays only the events after the snapshot's sequence.
 //!
-//! The heartbeat (stream info every `heartbeat_interval`) is also what "heard from"
-//! means for staleness: a sidecar that cannot reach the stream turns stale.
 //! Events are applied only if signed by a trusted publisher; anything else is
 //! logged with its sequence, counted, and skipped — never applied, never fatal.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
 use denylist_proto::envelope::TrustedKeys;
-use denylist_proto::{snapshot, subjects};
+use denylist_proto::subjects;
 use futures::StreamExt as _;
 use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 
 use crate::clock::SharedClock;
 use crate::config::NatsConfig;
 use crate::denylist::Denylist;
 use crate::freshness::Freshness;
 
+pub mod backoff;
+mod catch_up;
+pub mod direct;
+mod heartbeat;
+
+pub use catch_up::{StreamIdentity, load_snapshot};
+
 /// A catch-up that applied at least this many events rebuilds the denylist at once.
 const REBUILD_AFTER_CATCH_UP: u64 = 10_000;
+
+/// For how many heartbeat intervals a sequence the stream refuted is not acted on again.
+const REFUTED_INTERVALS: u32 = 10;
+
+/// The longest wait between two attempts of a failing catch-up.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Why the follower could not make progress (all are retried).
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +88,9 @@ pub enum SyncError {
     /// A JetStream request did not answer in time.
     #[error("JetStream did not answer within {0:?}")]
     Timeout(Duration),
+    /// Reading the stream with direct gets failed (after its own retries).
+    #[error(transparent)]
+    Direct(#[from] direct::DirectGetError),
 }
 
 /// Connects to NATS with the configured authentication and TLS. Connection is
@@ -114,25 +145,104 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Clie
         .map_err(|e| SyncError::Connect(e.to_string()))
 }
 
+/// What the follower and its heartbeat task share: where the follower stands.
+#[derive(Debug, Default)]
+struct Followed {
+    /// The last applied sequence.
+    applied: AtomicU64,
+    /// The followed stream's creation time (Unix ns), 0 until the first stream info.
+    created: AtomicI64,
+}
+
+/// The stream's state as the heartbeat task last learnt it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Observed {
+    /// The stream's last sequence (the highest heard for this stream instance).
+    last_sequence: u64,
+    /// The stream's creation time, Unix ns.
+    created_unix_nanos: i64,
+    /// From this sidecar's own stream-info request (the fallback poll), not a heartbeat.
+    polled: bool,
+}
+
+/// Up to where a catch-up reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Ask the stream for its state first (one stream-info request): at start, after a
+    /// lost subscription, and when the stream was recreated.
+    AskStream,
+    /// Up to `last`. `confirmed` when it came from this sidecar's own stream info; else
+    /// it is a hint (a live header, a heartbeat) that is checked before being believed.
+    Seen {
+        /// The sequence to read up to.
+        last: u64,
+        /// Whether the stream itself said so.
+        confirmed: bool,
+    },
+}
+
+impl Bound {
+    /// The bound that covers both: asking the stream covers everything.
+    fn merge(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::AskStream, _) | (_, Self::AskStream) => Self::AskStream,
+            (
+                Self::Seen {
+                    last: a,
+                    confirmed: ca,
+                },
+                Self::Seen {
+                    last: b,
+                    confirmed: cb,
+                },
+            ) => match a.cmp(&b) {
+                std::cmp::Ordering::Greater => self,
+                std::cmp::Ordering::Less => other,
+                std::cmp::Ordering::Equal => Self::Seen {
+                    last: a,
+                    confirmed: ca || cb,
+                },
+            },
+        }
+    }
+}
+
+/// A catch-up waiting for its (jittered) start.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    bound: Bound,
+    at: Instant,
+    /// What found it, for logs and `denylist_catch_ups_total{trigger}`.
+    trigger: &'static str,
+}
+
 /// Keeps the denylist in step with the stream. See the module docs.
 #[derive(Debug)]
 pub struct StreamFollower {
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
+    reader: direct::DirectReader,
     stream: String,
     trusted: TrustedKeys,
     denylist: Arc<Denylist>,
     freshness: Arc<Freshness>,
     changes: broadcast::Sender<u64>,
     clock: SharedClock,
-    heartbeat: Duration,
+    config: NatsConfig,
+    max_staleness: Duration,
     timeout: Duration,
     longest_lifetime: Duration,
     applied: u64,
+    followed: Arc<Followed>,
     /// The followed stream's creation time (Unix ns), once seen: a different one means
     /// the stream was deleted and created again, and its sequences start over.
     stream_created: Option<i128>,
     warned_max_age: bool,
+    warned_direct: bool,
+    /// The highest hinted sequence the stream itself refuted (it ends below), and when:
+    /// for a while, heartbeats up to it are not acted on again, so a lying heartbeat costs
+    /// one stream info, not one per heartbeat — and cannot silence later true ones for good.
+    refuted: Option<(u64, Instant)>,
     /// The snapshot bucket, until a start from a snapshot has been tried.
     snapshot_bucket: Option<String>,
     /// When this follower was made (Unix ms): events created before it are a backlog
@@ -156,30 +266,78 @@ impl StreamFollower {
         longest_lifetime: Duration,
     ) -> Self {
         crate::telemetry::register_sync_metrics();
+        heartbeat::register_metrics();
+        let options = direct::DirectReadOptions {
+            reply_timeout: config.request_timeout,
+            ..direct::DirectReadOptions::default()
+        };
         Self {
             started_ms: clock.now_ms(),
             js: async_nats::jetstream::new(client.clone()),
+            reader: direct::DirectReader::with_options(
+                client.clone(),
+                config.stream.clone(),
+                options,
+            ),
             client,
             stream: config.stream.clone(),
             trusted,
             denylist,
+            max_staleness: freshness.max_staleness(),
             freshness,
             changes,
             clock,
-            heartbeat: config.heartbeat_interval,
+            config: config.clone(),
             timeout: config.request_timeout,
             longest_lifetime,
             applied: 0,
+            followed: Arc::new(Followed::default()),
             stream_created: None,
             warned_max_age: false,
+            warned_direct: false,
+            refuted: None,
             snapshot_bucket: config.snapshots.then(|| config.snapshot_bucket()),
         }
     }
 
-    /// Follows the stream until `shutdown` turns true.
+    /// Follows the stream until `shutdown` turns true. The heartbeat task runs beside it
+    /// and is awaited before this returns.
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
+        let (observed_tx, observed) = watch::channel(None);
+        let watch = heartbeat::StreamWatch {
+            client: self.client.clone(),
+            js: self.js.clone(),
+            stream: self.stream.clone(),
+            subject: self.config.heartbeat_subject.clone(),
+            trusted: self.trusted.clone(),
+            freshness: Arc::clone(&self.freshness),
+            followed: Arc::clone(&self.followed),
+            clock: Arc::clone(&self.clock),
+            interval: self.config.heartbeat_interval,
+            fallback_after: self.config.heartbeat_fallback_after(),
+            timeout: self.timeout,
+            max_skew: self.max_staleness,
+            observed: observed_tx,
+        };
+        let watcher = tokio::spawn(watch.run(shutdown.clone()));
+        self.follow(observed, shutdown).await;
+        if let Err(e) = watcher.await {
+            tracing::error!(error = %e, "the heartbeat task failed");
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        mut observed: watch::Receiver<Option<Observed>>,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let mut live: Option<async_nats::Subscriber> = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut retry = 0u32;
+        let retry_backoff = backoff::Backoff {
+            initial: Duration::from_millis(100),
+            max: MAX_RETRY,
+        };
+        let mut watching = true;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -190,28 +348,33 @@ impl StreamFollower {
                     Err(e) => tracing::warn!(error = %e, "cannot subscribe to live revocations"),
                 }
             }
-            match self.catch_up().await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    self.freshness.set_ready();
+            let result = tokio::select! {
+                r = self.catch_up(Bound::AskStream, "start") => r,
+                () = crate::app::stopped(shutdown.clone()) => return,
+            };
+            if let Err(e) = result {
+                metrics::counter!("denylist_sync_errors_total").increment(1);
+                let wait = retry_backoff.delay(retry);
+                retry = retry.saturating_add(1);
+                tracing::warn!(error = %e, applied = self.applied, retry_in = ?wait, "cannot catch up with the revocation stream");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = crate::app::stopped(shutdown.clone()) => return,
                 }
-                Err(e) => {
-                    metrics::counter!("denylist_sync_errors_total").increment(1);
-                    tracing::warn!(error = %e, applied = self.applied, retry_in = ?backoff, "cannot catch up with the revocation stream");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = crate::app::stopped(shutdown.clone()) => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+                continue;
             }
+            retry = 0;
+            self.freshness.set_ready();
             let Some(sub) = live.as_mut() else { continue };
-            let mut ticker = tokio::time::interval(self.heartbeat);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
-            // Follow live traffic until a gap, a lost subscription or shutdown.
+            let mut pending: Option<Pending> = None;
+            // Follow live traffic and scheduled catch-ups until the subscription is lost.
             loop {
+                let due = async {
+                    match pending {
+                        Some(p) => tokio::time::sleep_until(p.at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = crate::app::stopped(shutdown.clone()) => return,
                     message = sub.next() => {
@@ -219,45 +382,148 @@ impl StreamFollower {
                             live = None;
                             break;
                         };
-                        match live_sequence(&message) {
-                            Some(seq) if seq <= self.applied => {}
-                            Some(seq) if seq == self.applied + 1 => {
-                                match self.trusted.open(&message.payload) {
-                                    Ok(event) => {
-                                        self.record(seq, Ok(event));
-                                        self.freshness.mark_heard();
-                                    }
-                                    // The sequence header is not signed: a live copy that
-                                    // does not open (a headers-only republish, a stray
-                                    // publish) must not use up the sequence. The stored
-                                    // event is the authority: read it from the stream.
-                                    Err(e) => {
-                                        tracing::info!(seq, error = %e, "live revocation did not open; reading it from the stream");
-                                        break;
-                                    }
-                                }
-                            }
-                            Some(seq) => {
-                                tracing::info!(applied = self.applied, seen = seq, "gap in live revocations; catching up");
-                                metrics::counter!("denylist_sync_gaps_total").increment(1);
-                                break;
-                            }
-                            None => tracing::warn!(subject = %message.subject, "live message without a stream sequence; ignored"),
+                        if let Some(found) = self.on_live(&message, pending.is_some()) {
+                            pending = Some(self.schedule(pending, found.0, found.1));
                         }
                     }
-                    _ = ticker.tick() => {
-                        match self.stream().await.map(|s| self.replaced_or_ahead(s.cached_info())) {
-                            Ok(true) => {
-                                tracing::info!(applied = self.applied, "stream is ahead or was recreated; catching up");
-                                break;
+                    changed = observed.changed(), if watching => {
+                        if changed.is_err() {
+                            // The heartbeat task ended (shutdown): nothing more to learn.
+                            watching = false;
+                            continue;
+                        }
+                        let seen = *observed.borrow_and_update();
+                        if let Some(found) = seen.and_then(|o| self.on_observed(o)) {
+                            pending = Some(self.schedule(pending, found.0, found.1));
+                        }
+                    }
+                    () = due => {
+                        let Some(p) = pending else { continue };
+                        let result = tokio::select! {
+                            r = self.catch_up(p.bound, p.trigger) => r,
+                            () = crate::app::stopped(shutdown.clone()) => return,
+                        };
+                        match result {
+                            Ok(()) => {
+                                retry = 0;
+                                pending = None;
                             }
-                            Ok(false) => self.freshness.mark_heard(),
-                            Err(e) => tracing::warn!(error = %e, "revocation stream heartbeat failed"),
+                            Err(e) => {
+                                metrics::counter!("denylist_sync_errors_total").increment(1);
+                                let wait = retry_backoff.delay(retry);
+                                retry = retry.saturating_add(1);
+                                tracing::warn!(error = %e, applied = self.applied, retry_in = ?wait, "cannot catch up with the revocation stream");
+                                pending = Some(Pending { at: Instant::now() + wait, ..p });
+                            }
                         }
                     }
                 }
+                // Live messages may have closed the gap while the catch-up waited.
+                if let Some(p) = pending
+                    && let Bound::Seen { last, .. } = p.bound
+                    && self.applied >= last
+                {
+                    pending = None;
+                    self.freshness.mark_heard();
+                }
             }
         }
+    }
+
+    /// Adds a catch-up to the one pending (if any): the wider bound, the earlier start.
+    /// A new one starts after a random delay up to `catch_up_jitter`.
+    fn schedule(&self, pending: Option<Pending>, bound: Bound, trigger: &'static str) -> Pending {
+        match pending {
+            Some(p) => Pending {
+                bound: p.bound.merge(bound),
+                ..p
+            },
+            None => {
+                let wait = backoff::jitter(self.config.catch_up_jitter);
+                tracing::debug!(applied = self.applied, ?bound, trigger, wait = ?wait, "catch-up scheduled");
+                Pending {
+                    bound,
+                    at: Instant::now() + wait,
+                    trigger,
+                }
+            }
+        }
+    }
+
+    /// Applies a live message if it is the next one; returns the catch-up it calls for
+    /// when it shows a gap or does not open. A gap is logged and counted once, not again
+    /// for every later message while its catch-up is `pending`.
+    fn on_live(
+        &mut self,
+        message: &async_nats::Message,
+        pending: bool,
+    ) -> Option<(Bound, &'static str)> {
+        let Some(seq) = live_sequence(message) else {
+            tracing::warn!(subject = %message.subject, "live message without a stream sequence; ignored");
+            return None;
+        };
+        if seq <= self.applied {
+            return None;
+        }
+        let hint = Bound::Seen {
+            last: seq,
+            confirmed: false,
+        };
+        if seq > self.applied + 1 {
+            if !pending {
+                tracing::info!(
+                    applied = self.applied,
+                    seen = seq,
+                    "gap in live revocations; catching up"
+                );
+                metrics::counter!("denylist_sync_gaps_total").increment(1);
+            }
+            return Some((hint, "gap"));
+        }
+        match self.trusted.open(&message.payload) {
+            Ok(event) => {
+                self.record(seq, Ok(event));
+                self.freshness.mark_heard();
+                None
+            }
+            // The sequence header is not signed: a live copy that does not open (a
+            // headers-only republish, a stray publish) must not use up the sequence. The
+            // stored event is the authority: read it from the stream.
+            Err(e) => {
+                tracing::info!(seq, error = %e, "live revocation did not open; reading it from the stream");
+                Some((hint, "unopened"))
+            }
+        }
+    }
+
+    /// What the heartbeat task learnt: a recreated stream, or a stream ahead of us.
+    fn on_observed(&self, seen: Observed) -> Option<(Bound, &'static str)> {
+        let created = self.stream_created?;
+        if i128::from(seen.created_unix_nanos) != created {
+            tracing::info!(
+                applied = self.applied,
+                "the stream's creation time changed; asking the stream"
+            );
+            return Some((Bound::AskStream, "recreated"));
+        }
+        let refute_for = self
+            .config
+            .heartbeat_interval
+            .saturating_mul(REFUTED_INTERVALS);
+        if !seen.polled
+            && self
+                .refuted
+                .is_some_and(|(r, at)| seen.last_sequence <= r && at.elapsed() < refute_for)
+        {
+            return None;
+        }
+        (seen.last_sequence > self.applied).then_some((
+            Bound::Seen {
+                last: seen.last_sequence,
+                confirmed: seen.polled,
+            },
+            if seen.polled { "poll" } else { "heartbeat" },
+        ))
     }
 
     async fn with_timeout<T, E: std::fmt::Display>(
@@ -269,302 +535,6 @@ impl StreamFollower {
             .map_err(|_| SyncError::Timeout(self.timeout))?
             .map_err(|e| SyncError::JetStream(e.to_string()))
     }
-
-    /// The stream, with its info as of now: `get_stream` is itself the STREAM.INFO
-    /// request, so one round trip serves both the heartbeat and a catch-up.
-    async fn stream(&self) -> Result<async_nats::jetstream::stream::Stream, SyncError> {
-        let stream = self.with_timeout(self.js.get_stream(&self.stream)).await?;
-        // Beside `denylist_sequence`, the lag an operator alerts on.
-        metrics::gauge!("denylist_stream_last_sequence")
-            .set(stream.cached_info().state.last_sequence as f64);
-        Ok(stream)
-    }
-
-    /// Whether `info` is of a stream other than the one followed so far: a new
-    /// creation time, or a last sequence below the one applied. It was deleted and
-    /// created again, and its sequences start over.
-    fn recreated(&self, info: &async_nats::jetstream::stream::Info) -> bool {
-        info.state.last_sequence < self.applied
-            || self
-                .stream_created
-                .is_some_and(|c| c != info.created.unix_timestamp_nanos())
-    }
-
-    /// Whether `info` shows events not applied yet, or a recreated stream.
-    fn replaced_or_ahead(&self, info: &async_nats::jetstream::stream::Info) -> bool {
-        info.state.last_sequence > self.applied || self.recreated(info)
-    }
-
-    /// Applies every stored event after the last applied one, up to the stream's
-    /// last sequence as of the start of the call.
-    async fn catch_up(&mut self) -> Result<(), SyncError> {
-        let stream = self.stream().await?;
-        let info = stream.cached_info();
-        self.freshness.mark_heard();
-        if self.recreated(info) {
-            // Lost storage, or a second `stream init` after a delete: waiting for our
-            // sequence would ignore every new event.
-            // Follow it from its start; the rules already applied stay in force.
-            tracing::error!(
-                stream = %self.stream,
-                applied = self.applied,
-                last = info.state.last_sequence,
-                "the revocation stream was recreated; following the new one from its start"
-            );
-            metrics::counter!("denylist_sync_stream_resets_total").increment(1);
-            self.applied = 0;
-        }
-        self.stream_created = Some(info.created.unix_timestamp_nanos());
-        if !self.warned_max_age
-            && !info.config.max_age.is_zero()
-            && info.config.max_age < self.longest_lifetime
-        {
-            tracing::warn!(
-                max_age = ?info.config.max_age,
-                longest_token_lifetime = ?self.longest_lifetime,
-                "the stream's max_age is shorter than the longest token lifetime: revocations may expire from the stream while their tokens are still valid"
-            );
-            self.warned_max_age = true;
-        }
-        if self.applied == 0 && info.state.last_sequence > 0 {
-            self.start_from_snapshot(info).await;
-        }
-        let last = info.state.last_sequence;
-        if last <= self.applied {
-            return Ok(());
-        }
-        // Events older than the stream's first sequence have aged out (max_age); their
-        // rules can no longer match a live token.
-        let start = (self.applied + 1).max(info.state.first_sequence.max(1));
-        if start > last {
-            // Everything up to `last` has aged out: there is nothing left to read.
-            self.advance(last);
-            return Ok(());
-        }
-        let consumer = self
-            .with_timeout(stream.create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ..OrderedConfig::default()
-            }))
-            .await?;
-        let mut messages = self.with_timeout(consumer.messages()).await?;
-        let started = std::time::Instant::now();
-        let from = self.applied;
-        while self.applied < last {
-            let message = tokio::time::timeout(self.timeout, messages.next())
-                .await
-                .map_err(|_| SyncError::Timeout(self.timeout))?
-                .ok_or_else(|| SyncError::JetStream("catch-up consumer ended".into()))?
-                .map_err(|e| SyncError::JetStream(e.to_string()))?;
-            let seq = message
-                .info()
-                .map_err(|e| SyncError::JetStream(e.to_string()))?
-                .stream_sequence;
-            if seq <= self.applied {
-                continue;
-            }
-            self.record(seq, self.trusted.open(&message.payload));
-            if seq % 10_000 == 0 {
-                self.freshness.mark_heard();
-            }
-        }
-        self.freshness.mark_heard();
-        tracing::info!(from, to = self.applied, elapsed = ?started.elapsed(), "caught up with the revocation stream");
-        if self.applied - from >= REBUILD_AFTER_CATCH_UP {
-            // Fold the many small runs a long replay leaves into the compact base now,
-            // rather than at the next prune tick: lookups and memory both benefit.
-            let denylist = Arc::clone(&self.denylist);
-            if let Err(e) = tokio::task::spawn_blocking(move || denylist.prune_and_rebuild()).await
-            {
-                tracing::error!(error = %e, "denylist rebuild after catch-up failed");
-            }
-        }
-        Ok(())
-    }
-
-    /// Loads the stream's snapshot, if there is a valid one, so that catching up
-    /// replays only the events after it. Anything wrong with it is logged and
-    /// counted, and the stream is replayed from the start instead; a transport error
-    /// leaves the attempt to the next catch-up.
-    async fn start_from_snapshot(&mut self, info: &async_nats::jetstream::stream::Info) {
-        let Some(bucket) = self.snapshot_bucket.clone() else {
-            return;
-        };
-        let started = std::time::Instant::now();
-        let outcome = match self.fetch_snapshot(&bucket).await {
-            Ok(None) => {
-                tracing::info!(
-                    bucket,
-                    "no snapshot of the revocation stream; replaying it from the start"
-                );
-                "missing"
-            }
-            Ok(Some(object)) => {
-                let fetched = started.elapsed();
-                let created =
-                    i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
-                let (stream, last) = (self.stream.clone(), info.state.last_sequence);
-                let trusted = self.trusted.clone();
-                let denylist = Arc::clone(&self.denylist);
-                let object_len = object.len();
-                // Checking and decoding a million events is CPU work: off the runtime.
-                let loaded = tokio::task::spawn_blocking(move || {
-                    let stream = StreamIdentity {
-                        name: &stream,
-                        created_unix_nanos: created,
-                        last_sequence: last,
-                    };
-                    load_snapshot(&object, &trusted, stream, &denylist)
-                })
-                .await;
-                match loaded {
-                    Ok(Ok((manifest, key_id, applied))) => {
-                        self.applied = manifest.covered_sequence;
-                        self.freshness.set_sequence(self.applied);
-                        let _ = self.changes.send(self.applied);
-                        tracing::info!(
-                            bucket,
-                            covered_sequence = manifest.covered_sequence,
-                            events = manifest.event_count,
-                            rules = applied.added,
-                            key_id,
-                            bytes = object_len,
-                            fetch = ?fetched,
-                            elapsed = ?started.elapsed(),
-                            "started from the revocation stream's snapshot"
-                        );
-                        "loaded"
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(bucket, error = %e, "snapshot refused; replaying the stream from the start");
-                        "refused"
-                    }
-                    Err(e) => {
-                        tracing::error!(bucket, error = %e, "loading the snapshot failed; replaying the stream from the start");
-                        "refused"
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(bucket, error = %e, "cannot read the snapshot; will try again");
-                metrics::counter!("denylist_snapshot_loads_total", "outcome" => "error")
-                    .increment(1);
-                return;
-            }
-        };
-        metrics::counter!("denylist_snapshot_loads_total", "outcome" => outcome).increment(1);
-        self.snapshot_bucket = None;
-    }
-
-    /// The snapshot object's bytes; `None` when there is no bucket or no snapshot.
-    async fn fetch_snapshot(&self, bucket: &str) -> Result<Option<Vec<u8>>, SyncError> {
-        use async_nats::jetstream::object_store::GetErrorKind;
-        use tokio::io::AsyncReadExt as _;
-
-        // A missing bucket is the normal case where nobody writes snapshots; the
-        // stream itself answered just now, so this is not a transport failure.
-        let Ok(store) = self.with_timeout(self.js.get_object_store(bucket)).await else {
-            return Ok(None);
-        };
-        let mut object =
-            match tokio::time::timeout(self.timeout, store.get(snapshot::OBJECT_NAME)).await {
-                Err(_) => return Err(SyncError::Timeout(self.timeout)),
-                Ok(Err(e)) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-                Ok(Err(e)) => return Err(SyncError::JetStream(e.to_string())),
-                Ok(Ok(object)) => object,
-            };
-        // Sized up front (bounded: the size is the store's word, not yet checked), so a
-        // 130 MiB snapshot is not copied over and over as the buffer grows.
-        let mut bytes = Vec::with_capacity(object.info().size.min(1 << 30));
-        // A big snapshot takes longer than one request: allow a minute at least.
-        let budget = (self.timeout * 12).max(Duration::from_secs(60));
-        tokio::time::timeout(budget, object.read_to_end(&mut bytes))
-            .await
-            .map_err(|_| SyncError::Timeout(budget))?
-            .map_err(|e| SyncError::JetStream(format!("reading the snapshot: {e}")))?;
-        Ok(Some(bytes))
-    }
-
-    /// Applies one stored message. A rejected event is skipped (its sequence still
-    /// counts as processed): it was never valid, so nothing is lost.
-    /// Applies the event stored at `seq`, or counts it as rejected if it did not open,
-    /// and moves past it either way: a stored event that does not open never will.
-    fn record(
-        &mut self,
-        seq: u64,
-        opened: Result<denylist_proto::events::Event, denylist_proto::envelope::EnvelopeError>,
-    ) {
-        match opened {
-            Ok(event) => {
-                let applied = self.denylist.apply(&event);
-                let lag_ms = self.clock.now_ms() - event.created_at_ms;
-                // A negative lag is clock skew between publisher and sidecar.
-                if lag_ms >= 0 && event.created_at_ms >= self.started_ms {
-                    metrics::histogram!("denylist_publish_to_apply_seconds")
-                        .record(lag_ms as f64 / 1000.0);
-                }
-                metrics::counter!("denylist_events_applied_total").increment(1);
-                tracing::debug!(seq, event_id = %event.event_id, ?applied, "revocation event applied");
-            }
-            Err(e) => {
-                metrics::counter!("denylist_events_rejected_total").increment(1);
-                tracing::warn!(seq, error = %e, "revocation event rejected: not applied");
-            }
-        }
-        self.advance(seq);
-    }
-
-    /// Marks everything up to `seq` as applied.
-    fn advance(&mut self, seq: u64) {
-        self.applied = seq;
-        self.freshness.set_sequence(seq);
-        // No receivers is fine: nobody is watching.
-        let _ = self.changes.send(seq);
-    }
-}
-
-/// The stream a snapshot must have been taken from.
-#[derive(Debug, Clone, Copy)]
-pub struct StreamIdentity<'a> {
-    /// Stream name.
-    pub name: &'a str,
-    /// Its creation time, Unix nanoseconds.
-    pub created_unix_nanos: i64,
-    /// Its last sequence now.
-    pub last_sequence: u64,
-}
-
-/// Checks a snapshot object (signature by a trusted key, this stream instance, body
-/// digest) and replaces the denylist's content with its events — all of them or, on
-/// any error, none. Returns the manifest and the signing key id.
-///
-/// The body is decoded without copying, on every core: one part of it per thread
-/// (see [`Denylist::try_replace_all`] and `benches/snapshot_load.rs`).
-pub fn load_snapshot(
-    object: &[u8],
-    trusted: &TrustedKeys,
-    stream: StreamIdentity<'_>,
-    denylist: &Denylist,
-) -> Result<(snapshot::Manifest, String, crate::denylist::Applied), snapshot::SnapshotError> {
-    /// Below this, one thread decodes faster than several start.
-    const EVENTS_PER_THREAD: u64 = 50_000;
-    let opened = snapshot::open(object, trusted)?;
-    opened
-        .manifest
-        .check_stream(stream.name, stream.created_unix_nanos, stream.last_sequence)?;
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let wanted = opened.manifest.event_count.div_ceil(EVENTS_PER_THREAD);
-    let parts = opened.split(
-        threads
-            .min(usize::try_from(wanted).unwrap_or(usize::MAX))
-            .max(1),
-    )?;
-    let expected = usize::try_from(opened.manifest.event_count).unwrap_or(usize::MAX);
-    let parts: Vec<_> = parts.iter().map(snapshot::Part::events).collect();
-    let applied = denylist.try_replace_all(parts, expected)?;
-    Ok((opened.manifest, opened.key_id, applied))
 }
 
 /// The stream sequence a republished message carries.
@@ -577,3 +547,6 @@ fn live_sequence(message: &async_nats::Message) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests;

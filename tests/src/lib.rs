@@ -10,7 +10,8 @@
 //! - [`Issuer`]: HS256 token minting; [`EventPublisher`] and [`events`]: signed
 //!   revocation events on the stream, exactly as the contract says.
 //! - [`Fleet`]: one server, the stream, a publisher and N ready sidecars.
-//! - [`Denylistctl`]: the CLI as a child process, bounded.
+//! - [`Denylistctl`]: the CLI as a child process, bounded; [`heartbeat`]: the fleet
+//!   heartbeat (`denylistctl heartbeat`) as a child process, forged heartbeats, metrics.
 //! - [`wait`]: every await bounded ([`within`]), every "eventually" polled with a
 //!   deadline ([`wait_until`], [`wait_for`]), never a bare sleep.
 //!
@@ -21,6 +22,7 @@ pub mod binaries;
 pub mod cli;
 pub mod events;
 pub mod fleet;
+pub mod heartbeat;
 pub mod nats;
 pub mod proxy;
 pub mod sidecar;

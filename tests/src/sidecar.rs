@@ -64,6 +64,12 @@ pub struct SidecarOptions {
     pub issuers: Vec<Issuer>,
     /// `nats.heartbeat_interval`.
     pub heartbeat_interval: Duration,
+    /// `nats.heartbeat_subject` (`None`: the sidecar's default).
+    pub heartbeat_subject: Option<String>,
+    /// `nats.heartbeat_fallback_after` (`None`: the sidecar's default, twice the interval).
+    pub heartbeat_fallback_after: Option<Duration>,
+    /// `nats.catch_up_jitter`. Default 100 ms: short, so tests stay quick, but not zero.
+    pub catch_up_jitter: Duration,
     /// `nats.request_timeout`.
     pub request_timeout: Duration,
     /// `denylist.max_staleness`.
@@ -99,6 +105,9 @@ impl SidecarOptions {
             trusted_publishers: vec![trusted_publisher],
             issuers,
             heartbeat_interval: Duration::from_millis(200),
+            heartbeat_subject: None,
+            heartbeat_fallback_after: None,
+            catch_up_jitter: Duration::from_millis(100),
             request_timeout: Duration::from_secs(2),
             max_staleness: Duration::from_secs(30),
             staleness_policy: StalenessPolicy::FailClosed,
@@ -150,7 +159,7 @@ impl SidecarOptions {
             ]));
         }
 
-        let nats = vec![
+        let mut nats = vec![
             (
                 "servers",
                 Value::Array(self.nats_servers.iter().map(|u| s(u)).collect()),
@@ -161,8 +170,15 @@ impl SidecarOptions {
                 Value::Array(self.trusted_publishers.iter().map(|k| s(k)).collect()),
             ),
             ("heartbeat_interval", d(self.heartbeat_interval)),
+            ("catch_up_jitter", d(self.catch_up_jitter)),
             ("request_timeout", d(self.request_timeout)),
         ];
+        if let Some(subject) = &self.heartbeat_subject {
+            nats.push(("heartbeat_subject", s(subject)));
+        }
+        if let Some(after) = self.heartbeat_fallback_after {
+            nats.push(("heartbeat_fallback_after", d(after)));
+        }
 
         let mut root = Table::new();
         root.insert("name".into(), s(&self.name));

@@ -20,6 +20,8 @@ mod direct_get;
 mod fleet_status;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/heartbeat.rs"]
+mod heartbeat;
 #[path = "e2e/propagation.rs"]
 mod propagation;
 #[path = "e2e/snapshot.rs"]

@@ -196,6 +196,7 @@ fn nats_accounts_enforce_the_documented_permissions() {
     assert!(ok, "gen-nats-nkeys.sh failed:\n{log}");
     let key = |name: &str| nats::UserKey::load(keys.path(), name);
     let (sidecar, security, admin) = (key("sidecar"), key("security"), key("admin"));
+    let heartbeat = key("heartbeat");
 
     // The shipped file, unchanged, is a valid configuration.
     let server_bin = nats::server_binary();
@@ -205,6 +206,7 @@ fn nats_accounts_enforce_the_documented_permissions() {
         ("DENYLIST_SIDECAR_NKEY", sidecar.public.clone()),
         ("DENYLIST_SECURITY_NKEY", security.public.clone()),
         ("DENYLIST_ADMIN_NKEY", admin.public.clone()),
+        ("DENYLIST_HEARTBEAT_NKEY", heartbeat.public.clone()),
     ];
     let (ok, out) = run(Command::new(&server_bin)
         .arg("-t")
@@ -277,6 +279,35 @@ fn nats_accounts_enforce_the_documented_permissions() {
     c.assert_denied(
         "PUB denylist.v1.events.jti 2\r\nhi",
         "Publish to \"denylist.v1.events.jti\"",
+    );
+
+    // The fleet heartbeat: its subject and the stream's info, nothing else.
+    let mut c = server
+        .connect(&heartbeat)
+        .expect("the heartbeat user authenticates");
+    c.assert_ok("PUB denylist.v1.heartbeat 2\r\nhi");
+    c.assert_ok("PUB $JS.API.STREAM.INFO.DENYLIST 0\r\n");
+    c.assert_ok("SUB _INBOX.abc 1");
+    c.assert_denied(
+        "PUB denylist.v1.events.jti 2\r\nhi",
+        "Publish to \"denylist.v1.events.jti\"",
+    );
+    c.assert_denied(
+        "PUB $JS.API.CONSUMER.CREATE.DENYLIST 0\r\n",
+        "Publish to \"$JS.API.CONSUMER.CREATE.DENYLIST\"",
+    );
+    c.assert_denied(
+        "SUB denylist.v1.events.> 2",
+        "Subscription to \"denylist.v1.events.>\"",
+    );
+    // Sidecars hear heartbeats but never send one.
+    let mut c = server
+        .connect(&sidecar)
+        .expect("the sidecar user authenticates");
+    c.assert_ok("SUB denylist.v1.heartbeat 1");
+    c.assert_denied(
+        "PUB denylist.v1.heartbeat 2\r\nhi",
+        "Publish to \"denylist.v1.heartbeat\"",
     );
 
     // A key the server does not know is refused.

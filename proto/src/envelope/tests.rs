@@ -95,3 +95,75 @@ fn bad_trusted_keys_are_named() {
     let err = TrustedKeys::from_public_keys(&["AAAA"]).unwrap_err();
     assert!(err.to_string().contains("32"), "{err}");
 }
+
+fn heartbeat() -> Heartbeat {
+    Heartbeat {
+        stream: "DENYLIST".into(),
+        stream_created_unix_nanos: 1_700_000_000_000_000_000,
+        last_sequence: 42,
+        first_sequence: 1,
+        published_at_ms: 1_700_000_000_000,
+        publisher: "hb-0".into(),
+    }
+}
+
+#[test]
+fn a_signed_heartbeat_opens_with_the_trusted_key() {
+    let (key, trusted) = setup();
+    let signed = key.sign_heartbeat(&heartbeat()).encode_to_vec();
+    let (opened, key_id) = trusted.open_heartbeat(&signed).unwrap();
+    assert_eq!(opened, heartbeat());
+    assert_eq!(key_id, key.key_id());
+}
+
+#[test]
+fn forged_untrusted_and_garbled_heartbeats_are_rejected() {
+    let (key, trusted) = setup();
+    let (other, _) = SigningKey::generate().unwrap();
+    let untrusted = other.sign_heartbeat(&heartbeat()).encode_to_vec();
+    assert!(matches!(
+        trusted.open_heartbeat(&untrusted),
+        Err(EnvelopeError::UntrustedKey(_))
+    ));
+    let mut forged = key.sign_heartbeat(&heartbeat());
+    let mut changed = heartbeat();
+    changed.last_sequence = 1_000_000;
+    forged.heartbeat = changed.to_proto().encode_to_vec();
+    assert!(matches!(
+        trusted.open_heartbeat(&forged.encode_to_vec()),
+        Err(EnvelopeError::BadSignature(_))
+    ));
+    assert!(trusted.open_heartbeat(b"\xff\xff garbage").is_err());
+    // Signed, but nonsense inside.
+    let mut empty = heartbeat();
+    empty.stream.clear();
+    assert!(matches!(
+        trusted.open_heartbeat(&key.sign_heartbeat(&empty).encode_to_vec()),
+        Err(EnvelopeError::Decode(_))
+    ));
+}
+
+#[test]
+fn heartbeat_and_event_signatures_never_pass_for_each_other() {
+    let (key, trusted) = setup();
+    // An event signature over bytes presented as a heartbeat.
+    let event = key.sign(&event("e1"));
+    let as_heartbeat = pb::SignedHeartbeat {
+        heartbeat: event.event.clone(),
+        key_id: event.key_id.clone(),
+        signature: event.signature.clone(),
+    };
+    assert!(
+        trusted
+            .open_heartbeat(&as_heartbeat.encode_to_vec())
+            .is_err()
+    );
+    // A heartbeat signature presented as an event.
+    let hb = key.sign_heartbeat(&heartbeat());
+    let as_event = pb::SignedEvent {
+        event: hb.heartbeat,
+        key_id: hb.key_id,
+        signature: hb.signature,
+    };
+    assert!(trusted.open(&as_event.encode_to_vec()).is_err());
+}

@@ -99,13 +99,23 @@ fn proto_rejects_unspecified_action_and_kind() {
 #[test]
 fn json_refuses_an_explicit_zero_cutoff_on_a_cutoff_rule() {
     for kind in ["subject", "issuer"] {
-        let targets = if kind == "issuer" { "[]" } else { r#"["alice"]"# };
+        let targets = if kind == "issuer" {
+            "[]"
+        } else {
+            r#"["alice"]"#
+        };
         let line = format!(
             r#"{{"event_id":"e","action":"revoke","kind":"{kind}","issuer":"https://idp","targets":{targets},"cutoff":0,"created_at_ms":1700000000000}}"#
         );
         let err = Event::from_json(&line).unwrap_err();
         assert!(
-            matches!(err, EventError::Invalid { field: "cutoff", .. }),
+            matches!(
+                err,
+                EventError::Invalid {
+                    field: "cutoff",
+                    ..
+                }
+            ),
             "{kind}: {err:?}"
         );
         // Leaving it out still means the creation time.

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 const MINIMAL: &str = r#"
 [denylist]
@@ -179,6 +180,65 @@ fn a_poll_or_heartbeat_too_slow_for_max_staleness_is_rejected() {
         .validate()
         .unwrap_err();
     assert_eq!(field_of(err), "nats.heartbeat_interval");
+}
+
+/// The heartbeat, its fallback and the catch-up jitter: defaults, and values that would
+/// make a healthy sidecar stale or read the wrong subject fail at start, naming the field.
+#[test]
+fn heartbeat_fallback_and_jitter_are_validated() {
+    let key = "m53AbgRdXFN0hRN6eFeVepCpV9BMJtmlLcpcDZbsNOU";
+    let nats = |lines: &str| {
+        format!(
+            "{}\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\ntrusted_publishers = [\"{key}\"]\n{lines}\n",
+            MINIMAL.replace(
+                "[denylist]",
+                "[denylist]\nsource = \"nats\"\nmax_staleness = \"30s\"",
+            )
+        )
+    };
+    let c = Config::from_toml(&nats("")).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.nats.heartbeat_subject, "denylist.v1.heartbeat");
+    assert_eq!(c.nats.catch_up_jitter, Duration::from_secs(1));
+    assert_eq!(c.nats.heartbeat_fallback_after(), Duration::from_secs(4));
+    let c = Config::from_toml(&nats(
+        "heartbeat_fallback_after = \"10s\"\ncatch_up_jitter = \"0s\"",
+    ))
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.nats.heartbeat_fallback_after(), Duration::from_secs(10));
+
+    for (lines, field) in [
+        (
+            "heartbeat_subject = \"denylist.v1.*\"",
+            "nats.heartbeat_subject",
+        ),
+        ("heartbeat_subject = \"\"", "nats.heartbeat_subject"),
+        ("heartbeat_subject = \"a..b\"", "nats.heartbeat_subject"),
+        (
+            "heartbeat_subject = \"denylist.v1.events.hb\"",
+            "nats.heartbeat_subject",
+        ),
+        (
+            "heartbeat_subject = \"denylist.v1.live.hb\"",
+            "nats.heartbeat_subject",
+        ),
+        (
+            "heartbeat_fallback_after = \"1s\"",
+            "nats.heartbeat_fallback_after",
+        ),
+        (
+            "heartbeat_fallback_after = \"29s\"",
+            "nats.heartbeat_fallback_after",
+        ),
+        ("catch_up_jitter = \"11s\"", "nats.catch_up_jitter"),
+    ] {
+        let err = Config::from_toml(&nats(lines))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(field_of(err), field, "{lines}");
+    }
 }
 
 /// Sizes that would allocate gigabytes fail at start, naming the field.

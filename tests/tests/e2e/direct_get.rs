@@ -1,4 +1,4 @@
-//! Reading the stream with batched direct gets (`denylist_client::direct`), the way sidecars
+//! Reading the stream with batched direct gets (`denylist_sidecar::sync::direct`), the way sidecars
 //! are to catch up: no consumer exists on the stream at any time; messages come back in
 //! order, byte for byte; purged, deleted and aged-out sequences are stepped over and still
 //! count as covered; a 3-node cluster answers from every node, with its stream leader killed
@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use denylist_client::direct::{DirectGetError, DirectReadOptions, DirectReader, UpTo};
-use denylist_client::nats::Backoff;
 use denylist_proto::events::{Event, RuleKind};
 use denylist_proto::subjects;
+use denylist_sidecar::sync::backoff::Backoff;
+use denylist_sidecar::sync::direct::{DirectGetError, DirectReadOptions, DirectReader, UpTo};
 use denylist_tests::events::{self, EventPublisher, StreamOptions, init_stream, stream_config};
 use denylist_tests::tokens::ISSUER;
 use denylist_tests::{
@@ -175,7 +175,7 @@ async fn purged_deleted_and_aged_out_sequences_are_stepped_over() -> anyhow::Res
     }
     let stored: Vec<u64> = (31..=49).chain(56..=95).collect();
     let reader = DirectReader::new(client.clone(), subjects::DEFAULT_STREAM);
-    let sequences = |read: &denylist_client::direct::DirectRead| {
+    let sequences = |read: &denylist_sidecar::sync::direct::DirectRead| {
         read.messages.iter().map(|m| m.sequence).collect::<Vec<_>>()
     };
 

@@ -119,6 +119,10 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Publish the fleet heartbeat until stopped: the stream's state, read once per interval
+    /// and signed with --key, on a core subject every sidecar follows (so no sidecar polls
+    /// the stream). Run two or more replicas; see docs/CLI.md.
+    Heartbeat(HeartbeatArgs),
     /// Show one sidecar's state (over its socket).
     Status,
     /// Ask every sidecar for its state over NATS; laggards are highlighted.
@@ -133,6 +137,20 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HeartbeatArgs {
+    /// Time between two heartbeats.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) interval: Duration,
+    /// The core subject to publish on (the sidecars' `nats.heartbeat_subject`).
+    #[arg(long, value_name = "SUBJECT", default_value = denylist_client::envelope::HEARTBEAT_SUBJECT)]
+    pub(crate) subject: String,
+    /// This replica's name, carried in each heartbeat for logs. Default: `POD_NAME`, else the
+    /// host name.
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

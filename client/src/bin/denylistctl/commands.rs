@@ -11,6 +11,8 @@
 //! fails with one line naming the step. A failure that will not pass (no such stream, a
 //! refused setting, bad credentials) fails at once.
 
+mod heartbeat;
+
 use std::fs::OpenOptions;
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -78,6 +80,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot {
             command: SnapshotCommand::Info(args),
         } => snapshot_info(g, &args, deadline).await,
+        Command::Heartbeat(args) => heartbeat::run(g, &args, deadline).await,
         Command::Status => status(g).await,
         Command::Fleet(args) => fleet_status(g, &args, deadline).await,
         Command::Verify { token } => verify(g, &token).await,

@@ -1,13 +1,24 @@
 use super::*;
 
+/// A stored message as a direct-get reply carries it (built from its headers, as the
+/// reader does: the sidecar does not name the `time` crate).
 fn message(sequence: u64) -> StreamMessage {
-    StreamMessage {
-        subject: "denylist.v1.events.jti".into(),
-        sequence,
-        headers: async_nats::HeaderMap::new(),
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Stream", "DENYLIST");
+    headers.insert("Nats-Subject", "denylist.v1.events.jti");
+    headers.insert("Nats-Sequence", sequence.to_string().as_str());
+    headers.insert("Nats-Time-Stamp", "2026-01-01T00:00:00Z");
+    headers.insert(NUM_PENDING, "0");
+    let reply = async_nats::Message {
+        subject: "_INBOX.test.1".into(),
+        reply: None,
         payload: bytes::Bytes::from_static(b"event"),
-        time: time::OffsetDateTime::UNIX_EPOCH,
-    }
+        headers: Some(headers),
+        status: None,
+        description: None,
+        length: 0,
+    };
+    StreamMessage::try_from(reply).expect("a well-formed direct-get reply")
 }
 
 fn messages(sequences: impl IntoIterator<Item = u64>) -> Vec<StreamMessage> {

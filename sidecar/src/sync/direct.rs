@@ -33,6 +33,10 @@
 //!   after a stream is created or loses its leader, a request may find no responder at all
 //!   (`503`). A follower that has joined stays in the group through an election: the server
 //!   leaves it only when `allow_direct` is turned off or the stream stops.
+//! - When the stream leader settles the end of a bounded read, the range is covered up to
+//!   the caller's bound with no stored message to prove it: the bound is then believed.
+//!   [`Batch::settled`] says so, so a caller whose bound is only a hint (an unsigned live
+//!   header) can confirm it before moving past sequences it never saw.
 //! - `503` (no responders: also a stream that does not exist or has no direct gets), no reply
 //!   within [`DirectReadOptions::reply_timeout`], or a lost connection: retried with jittered
 //!   backoff, [`DirectReadOptions::attempts`] times in all.
@@ -51,7 +55,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::nats::Backoff;
+use super::backoff::Backoff;
 
 /// How a [`DirectReader`] asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +202,9 @@ pub struct Batch {
     pub covered_through: u64,
     /// Messages the answering replica still held after this batch (`Nats-Num-Pending`).
     pub pending: u64,
+    /// The stream leader said nothing is stored from the previous batch's end up to the
+    /// bound: `covered_through` rests on the caller's bound, not on a stored message.
+    pub settled: bool,
 }
 
 /// A whole read: see [`DirectReader::read`].
@@ -437,6 +444,7 @@ impl DirectRange<'_> {
             messages,
             covered_through: self.covered_through(),
             pending,
+            settled: false,
         }
     }
 
@@ -486,6 +494,7 @@ impl DirectRange<'_> {
             messages: Vec::new(),
             covered_through: self.covered_through(),
             pending: 0,
+            settled: true,
         }
     }
 
