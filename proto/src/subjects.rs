@@ -3,8 +3,9 @@
 //! Events are stored in a JetStream stream on `denylist.v1.events.<kind>`; the
 //! stream republishes each stored message to `denylist.v1.live.<kind>` with its
 //! stream sequence in headers, so sidecars follow live traffic on a plain core
-//! subscription (cheap at 10 000 subscribers) and use a JetStream consumer only to
-//! catch up after start or a detected gap.
+//! subscription (cheap at 10 000 subscribers) and catch up after start or a detected
+//! gap with batched direct gets, which create no consumer. A fleet heartbeat on a core
+//! subject tells every sidecar the stream's last sequence.
 
 /// Default stream name.
 pub const DEFAULT_STREAM: &str = "DENYLIST";
