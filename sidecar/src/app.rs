@@ -34,7 +34,6 @@ use crate::standalone::{FileSource, RevocationsFileError};
 use crate::sync::StreamFollower;
 use crate::verify::Verifier;
 use denylist_proto::envelope::{EnvelopeError, SigningKey, TrustedKeys};
-use tokio::sync::broadcast;
 
 /// Why the sidecar could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +179,6 @@ pub struct App {
     verifier: Arc<Verifier>,
     file_source: Option<FileSource>,
     nats: Option<NatsParts>,
-    changes: broadcast::Sender<u64>,
     clock: SharedClock,
     metrics: Option<PrometheusHandle>,
     forward_auth_listeners: Option<ForwardAuthListeners>,
@@ -261,16 +259,13 @@ impl App {
             config.denylist.max_staleness,
             config.denylist.staleness_policy,
         ));
-        // Capacity only bounds how far a slow Watch may lag; a lagging watcher re-checks.
-        let changes = broadcast::channel(64).0;
         let (file_source, nats) = match config.denylist.source {
             DenylistSource::File => {
                 let path = config.denylist.file.clone().ok_or(AppError::Unsupported(
                     "denylist.file is required in file mode",
                 ))?;
                 let mut source =
-                    FileSource::new(path, Arc::clone(&denylist), Arc::clone(&freshness))
-                        .notify(changes.clone());
+                    FileSource::new(path, Arc::clone(&denylist), Arc::clone(&freshness));
                 source.load()?;
                 (Some(source), None)
             }
@@ -291,7 +286,6 @@ impl App {
             verifier,
             file_source,
             nats,
-            changes,
             clock,
             metrics,
             forward_auth_listeners: None,
@@ -353,7 +347,6 @@ impl App {
                 nats.trusted,
                 Arc::clone(&self.denylist),
                 Arc::clone(&self.freshness),
-                self.changes.clone(),
                 Arc::clone(&self.clock),
                 longest,
             );
@@ -390,7 +383,6 @@ impl App {
                 name: self.config.name.clone(),
                 mode,
             },
-            self.changes.clone(),
             stop_rx.clone(),
         );
         let limits = GrpcLimits {

@@ -89,6 +89,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::clock::SharedClock;
 use crate::events::{ActionRef, Event, EventRef, RevokeRef, RuleKind, Targets};
+use crate::watch::{WatchKey, WatchRegistry, Watcher};
 
 pub use crate::events::EXPIRY_GRACE_SECS;
 
@@ -209,6 +210,9 @@ pub struct Denylist {
     /// Heap bytes of the writer-side bookkeeping, refreshed after every change so
     /// that [`Denylist::stats`] takes no lock.
     writer_bytes: AtomicU64,
+    /// Open Watch streams, woken here by every change that can add a rule they match,
+    /// whatever path applied it.
+    watchers: Arc<WatchRegistry>,
 }
 
 impl std::fmt::Debug for Denylist {
@@ -250,6 +254,7 @@ impl Denylist {
             default_max_lifetime: settings.default_max_lifetime,
             clock,
             writer_bytes: AtomicU64::new(0),
+            watchers: Arc::new(WatchRegistry::new()),
         };
         this.writer_bytes
             .store(this.writer.lock().heap_bytes(), Ordering::Relaxed);
@@ -259,7 +264,9 @@ impl Denylist {
     /// Applies one event (revoke: adds one rule per target; lift: withdraws the rules
     /// of the named earlier events). Idempotent: applying the same event id twice
     /// changes nothing. A revocation already past its expiry adds nothing; lifting an
-    /// unknown event id is a no-op. Visible to readers when this returns.
+    /// unknown event id is a no-op. Visible to readers when this returns; the Watch
+    /// streams a new rule concerns are woken as soon as it is visible (see
+    /// [`Denylist::watch`]).
     pub fn apply(&self, event: &Event) -> Applied {
         let event = event.view();
         let applied = match event.action {
@@ -297,6 +304,10 @@ impl Denylist {
         self.current.store(Arc::new(current.with_run(run)));
         self.writer_bytes
             .store(writer.heap_bytes(), Ordering::Relaxed);
+        drop(writer);
+        // Only now, with the rule visible to readers: a woken watcher re-checks at once.
+        self.watchers
+            .wake(fps.iter().map(|&(fp, _)| fp.watch_key()));
         Applied {
             added: fps.len(),
             ..Applied::default()
@@ -324,6 +335,7 @@ impl Denylist {
     /// either the old set or the new one, never a mix or an empty set. Events are
     /// applied in order with the same rules as [`Denylist::apply`]; events applied
     /// concurrently with a replacement are part of the old content and are lost.
+    /// Wakes every Watch stream to re-check (see [`Denylist::watch`]).
     pub fn replace_all(&self, events: &[Event]) -> Applied {
         let expected = events.len();
         let events = events.iter().map(|e| Ok::<_, Infallible>(e.view()));
@@ -388,6 +400,12 @@ impl Denylist {
             drop(old_writer);
             old_base
         };
+        // A replacement can add any rule (a reloaded file, a snapshot), and finding out
+        // which would mean diffing the sets: wake every watcher to re-check instead. It is
+        // rare (a file reload, a cold start or stream reset in fleet mode), so the cost
+        // in proportion to the watchers is paid seldom. Lifts and rebuilds wake no one:
+        // they only take rules away.
+        self.watchers.wake_all();
         retire(old_base);
         tracing::debug!(
             events = count,
@@ -501,6 +519,30 @@ impl Denylist {
         }
         sort_rules(&mut part.rules);
         Ok(part)
+    }
+
+    /// Registers a watcher for a token's facts, under every key a rule could match
+    /// them by (the same ones [`Denylist::is_revoked`] looks up). Register before the
+    /// first check; then, after each [`Watcher::woken`], check again: the watcher is
+    /// woken by every applied rule of those keys and by every replacement, including
+    /// rules that turn out not to match (a cut-off older than `issued_at`).
+    pub fn watch(&self, token: &TokenFacts<'_>) -> Watcher {
+        let keys = LOOKUP_ORDER.into_iter().filter_map(|kind| {
+            let target = match kind {
+                RuleKind::Jti => token.jti,
+                RuleKind::Session => token.session,
+                RuleKind::Subject => token.subject,
+                RuleKind::Key => token.kid,
+                RuleKind::Issuer => Some(""),
+            }?;
+            Some(self.fingerprints.of(kind, token.issuer, target).watch_key())
+        });
+        self.watchers.register(keys)
+    }
+
+    /// The open watchers (see [`Denylist::watch`]).
+    pub fn watchers(&self) -> &WatchRegistry {
+        &self.watchers
     }
 
     /// THE HOT PATH: the rule that revokes this token, if any. Never blocks, never
@@ -836,6 +878,13 @@ fn index_u32(index: usize) -> u32 {
 struct Fp {
     hi: u64,
     lo: u64,
+}
+
+impl Fp {
+    /// The Watch registry's key for the rule (or lookup) with this fingerprint.
+    fn watch_key(self) -> WatchKey {
+        WatchKey::new(self.hi, self.lo)
+    }
 }
 
 impl Hash for Fp {

@@ -13,7 +13,7 @@ use denylist_proto::pb;
 use denylist_proto::pb::Reason;
 use denylist_proto::pb::verifier_server::{Verifier as VerifierApi, VerifierServer};
 use futures::Stream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::config::StalenessPolicy;
@@ -72,26 +72,23 @@ pub struct VerifierService {
     verifier: Arc<Verifier>,
     keys: Arc<KeyStore>,
     info: ServiceInfo,
-    changes: broadcast::Sender<u64>,
     stopping: watch::Receiver<bool>,
 }
 
 impl VerifierService {
-    /// A service over a verifier and its key store. `changes` carries the sequence
-    /// of every change to the denylist (Watch re-checks on each); `stopping` turns
-    /// true when the sidecar begins to shut down, which ends every Watch stream.
+    /// A service over a verifier and its key store. Watch streams are woken by the
+    /// denylist itself (see [`crate::watch`]); `stopping` turns true when the sidecar
+    /// begins to shut down, which ends every Watch stream.
     pub fn new(
         verifier: Arc<Verifier>,
         keys: Arc<KeyStore>,
         info: ServiceInfo,
-        changes: broadcast::Sender<u64>,
         stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
             verifier,
             keys,
             info,
-            changes,
             stopping,
         }
     }
@@ -221,45 +218,66 @@ impl VerifierApi for VerifierService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.require_ready()?;
         let target = self.watch_target(request.into_inner()).await?;
-        // Subscribe before the first check, so a revocation applied in between is seen.
-        let mut changes = self.changes.subscribe();
-        let stopping = self.stopping.clone();
-        let verifier = Arc::clone(&self.verifier);
+        // Registered before the first check, so a revocation applied in between wakes it.
+        let watcher = self.verifier.denylist().watch(&target.facts());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        // The task ends when the watched target is revoked, when the caller goes away,
-        // or when the sidecar begins to stop: an open stream would otherwise hold the
-        // graceful drain until `shutdown_grace` runs out.
-        tokio::spawn(async move {
-            let shutting_down = || Err(Status::unavailable("the sidecar is shutting down"));
-            loop {
-                let (revocation, freshness) = verifier.check(&target.facts());
-                if let Some(r) = revocation {
-                    let notice = pb::RevocationNotice {
-                        revocation: Some(revocation_to_proto(&r)),
-                        denylist_sequence: freshness.sequence,
-                    };
-                    let _ = tx.send(Ok(notice)).await;
-                    return;
-                }
-                tokio::select! {
-                    () = tx.closed() => return,
-                    () = crate::app::stopped(stopping.clone()) => {
-                        let _ = tx.send(shutting_down()).await;
-                        return;
-                    }
-                    changed = changes.recv() => match changed {
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => {
-                            let _ = tx.send(shutting_down()).await;
-                            return;
-                        }
-                    },
-                }
-            }
-        });
+        tokio::spawn(watch_until_revoked(
+            Arc::clone(&self.verifier),
+            target,
+            watcher,
+            self.stopping.clone(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+/// The task behind one Watch stream: sends one notice when a rule matching `target` is
+/// in force, then ends. Ends early when the caller goes away (`tx` closed) or the
+/// sidecar begins to stop: an open stream would otherwise hold the graceful drain until
+/// `shutdown_grace` runs out.
+///
+/// It waits on `watcher`, which the denylist wakes only for rules under the target's
+/// keys (and for whole replacements), and then re-checks with the real lookup: the
+/// registry narrows who re-checks, the denylist decides. So the cost of a revocation
+/// does not grow with the number of open streams.
+///
+/// The notice's `denylist_sequence` is the one recorded when the rule was found. The
+/// denylist wakes watchers as soon as the rule is visible and the source records the
+/// rule's sequence just after `apply` returns, so a watcher run at once on another
+/// thread can report the sequence just before the rule's. It seldom happens: a task
+/// woken from a runtime thread (the stream follower and the file source are tasks)
+/// normally runs on that thread once the waking task yields, after the sequence is
+/// recorded; not always (tokio gives one woken task that slot, and a replacement wakes
+/// many). An exact sequence needs the source to wake watchers after recording it.
+async fn watch_until_revoked(
+    verifier: Arc<Verifier>,
+    target: WatchTarget,
+    watcher: crate::watch::Watcher,
+    stopping: watch::Receiver<bool>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::RevocationNotice, Status>>,
+) {
+    let facts = target.facts();
+    loop {
+        let (revocation, freshness) = verifier.check(&facts);
+        if let Some(r) = revocation {
+            let notice = pb::RevocationNotice {
+                revocation: Some(revocation_to_proto(&r)),
+                denylist_sequence: freshness.sequence,
+            };
+            let _ = tx.send(Ok(notice)).await;
+            return;
+        }
+        tokio::select! {
+            () = tx.closed() => return,
+            () = crate::app::stopped(stopping.clone()) => {
+                let _ = tx.send(Err(Status::unavailable("the sidecar is shutting down"))).await;
+                return;
+            }
+            () = watcher.woken() => {}
+        }
     }
 }
 
@@ -470,3 +488,6 @@ pub fn routes(
 
 /// The gRPC service name whose health mirrors readiness.
 pub const HEALTH_SERVICE: &str = "denylist.v1.Verifier";
+
+#[cfg(test)]
+mod tests;

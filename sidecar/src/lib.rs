@@ -28,3 +28,4 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod verify;
+pub mod watch;

@@ -110,7 +110,6 @@ pub struct FileSource {
     /// later poll finds the same stamp (see [`FileSource::load`]).
     held: Option<Stamp>,
     generation: u64,
-    changes: Option<tokio::sync::broadcast::Sender<u64>>,
 }
 
 impl FileSource {
@@ -125,14 +124,7 @@ impl FileSource {
             in_force: Vec::new(),
             held: None,
             generation: 0,
-            changes: None,
         }
-    }
-
-    /// Sends the new generation on `changes` after every reload (Watch listens).
-    pub fn notify(mut self, changes: tokio::sync::broadcast::Sender<u64>) -> Self {
-        self.changes = Some(changes);
-        self
     }
 
     /// Reads the file and, if its content changed and is valid, replaces the
@@ -197,10 +189,6 @@ impl FileSource {
         self.freshness.set_sequence(self.generation);
         self.freshness.mark_heard();
         self.freshness.set_ready();
-        if let Some(changes) = &self.changes {
-            // No receivers is fine: nobody is watching.
-            let _ = changes.send(self.generation);
-        }
         tracing::info!(
             path = %self.path.display(),
             events = events.len(),

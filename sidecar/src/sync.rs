@@ -52,7 +52,7 @@ use std::time::Duration;
 use denylist_proto::envelope::TrustedKeys;
 use denylist_proto::subjects;
 use futures::StreamExt as _;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::SharedClock;
@@ -226,7 +226,6 @@ pub struct StreamFollower {
     trusted: TrustedKeys,
     denylist: Arc<Denylist>,
     freshness: Arc<Freshness>,
-    changes: broadcast::Sender<u64>,
     clock: SharedClock,
     config: NatsConfig,
     max_staleness: Duration,
@@ -251,17 +250,14 @@ pub struct StreamFollower {
 }
 
 impl StreamFollower {
-    /// A follower over a connected client. `changes` receives the sequence of every
-    /// applied event (Watch listens to it). `longest_lifetime` is the longest
+    /// A follower over a connected client. `longest_lifetime` is the longest
     /// `max_lifetime` of any issuer: the stream must keep events at least that long.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: async_nats::Client,
         config: &NatsConfig,
         trusted: TrustedKeys,
         denylist: Arc<Denylist>,
         freshness: Arc<Freshness>,
-        changes: broadcast::Sender<u64>,
         clock: SharedClock,
         longest_lifetime: Duration,
     ) -> Self {
@@ -285,7 +281,6 @@ impl StreamFollower {
             denylist,
             max_staleness: freshness.max_staleness(),
             freshness,
-            changes,
             clock,
             config: config.clone(),
             timeout: config.request_timeout,

@@ -322,8 +322,6 @@ impl StreamFollower {
         self.applied = seq;
         self.followed.applied.store(seq, Ordering::Release);
         self.freshness.set_sequence(seq);
-        // No receivers is fine: nobody is watching.
-        let _ = self.changes.send(seq);
     }
 }
 

@@ -119,3 +119,57 @@ async fn a_subject_watch_with_issued_at_skips_older_cut_offs() {
         .expect("a notice");
     assert_eq!(notice.revocation.expect("rule").event_id, "new");
 }
+
+/// A Watch is registered under every key a rule can match it by: a key (`kid`) rule
+/// reaches a watched token, and an issuer-wide rule a watched subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_and_issuer_wide_rules_notify_their_watchers() {
+    let iss = issuer();
+    let sidecar = SidecarBuilder::new().issuer(&iss, "").start().await;
+    let token = iss.token(&iss.claims(START_SECS));
+    let mut client = sidecar.client();
+    let mut by_token = within(
+        "Watch starts",
+        client.watch(pb::WatchRequest {
+            token,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("Watch accepts a valid token")
+    .into_inner();
+    let mut by_subject = within(
+        "Watch starts",
+        client.watch(pb::WatchRequest {
+            issuer: iss.iss.clone(),
+            subject: "someone".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("Watch accepts an issuer and subject")
+    .into_inner();
+
+    let key = sidecar.revoke_event("key", "key", &iss.iss, &["k1"]);
+    sidecar.write_revocations(std::slice::from_ref(&key));
+    let notice = within("a notice for the token", by_token.next())
+        .await
+        .expect("the stream yields")
+        .expect("a notice");
+    let rule = notice.revocation.expect("the rule");
+    assert_eq!(
+        (rule.event_id.as_str(), rule.kind),
+        ("key", RuleKind::Key as i32)
+    );
+
+    sidecar.write_revocations(&[key, sidecar.revoke_event("all", "issuer", &iss.iss, &[])]);
+    let notice = within("a notice for the subject", by_subject.next())
+        .await
+        .expect("the stream yields")
+        .expect("a notice");
+    let rule = notice.revocation.expect("the rule");
+    assert_eq!(
+        (rule.event_id.as_str(), rule.kind),
+        ("all", RuleKind::Issuer as i32)
+    );
+}
