@@ -163,13 +163,16 @@ async fn connect(socket: PathBuf) -> BenchResult<Channel> {
         .await?)
 }
 
-/// The trivial handler's process: this bench binary again, serving a fixed answer.
-fn start_trivial() -> BenchResult<Sidecar> {
+/// The trivial handler's process: this bench binary again, serving a fixed answer:
+/// an empty valid one, or (`full`) one of the size and shape of the sidecar's answer
+/// for the bench's tokens, so message size and codec cost are on both sides.
+fn start_trivial(full: bool) -> BenchResult<Sidecar> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("trivial.sock");
     let child = Command::new(std::env::current_exe()?)
         .arg(TRIVIAL_SERVER_ARG)
         .arg(&socket)
+        .args(full.then_some("--full"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -194,7 +197,51 @@ mod trivial {
     use denylist_proto::pb::verifier_server::{Verifier, VerifierServer};
     use tonic::{Request, Response, Status};
 
-    struct Trivial;
+    struct Trivial {
+        answer: pb::VerifyResponse,
+    }
+
+    /// An answer shaped like the sidecar's for the bench's HS256 token: every claim,
+    /// and the payload as a `Struct`.
+    fn full_answer() -> pb::VerifyResponse {
+        use prost_types::value::Kind;
+        let text = |s: &str| prost_types::Value {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        };
+        let number = |n: f64| prost_types::Value {
+            kind: Some(Kind::NumberValue(n)),
+        };
+        let now = super::now();
+        let fields = [
+            ("iss", text("https://hs.bench")),
+            ("sub", text("user-8f14e45f")),
+            ("aud", text("orders-api")),
+            ("iat", number(now as f64)),
+            ("exp", number((now + 3600) as f64)),
+            ("jti", text("3f2a6c1e-9b7d-4a51-8e0f-2c4d6b8a9e10")),
+            ("scope", text("orders:read")),
+        ];
+        pb::VerifyResponse {
+            valid: true,
+            reason: pb::Reason::Ok as i32,
+            claims: Some(pb::Claims {
+                iss: "https://hs.bench".into(),
+                sub: "user-8f14e45f".into(),
+                aud: vec!["orders-api".into()],
+                exp: now + 3600,
+                iat: Some(now),
+                jti: "3f2a6c1e-9b7d-4a51-8e0f-2c4d6b8a9e10".into(),
+                kid: "hs".into(),
+                alg: "HS256".into(),
+                payload: Some(prost_types::Struct {
+                    fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                }),
+                ..Default::default()
+            }),
+            denylist_age_ms: 120,
+            ..Default::default()
+        }
+    }
 
     type Notices =
         Pin<Box<dyn futures::Stream<Item = Result<pb::RevocationNotice, Status>> + Send>>;
@@ -205,11 +252,7 @@ mod trivial {
             &self,
             _request: Request<pb::VerifyRequest>,
         ) -> Result<Response<pb::VerifyResponse>, Status> {
-            Ok(Response::new(pb::VerifyResponse {
-                valid: true,
-                reason: pb::Reason::Ok as i32,
-                ..Default::default()
-            }))
+            Ok(Response::new(self.answer.clone()))
         }
         async fn check(
             &self,
@@ -235,12 +278,21 @@ mod trivial {
         }
     }
 
-    pub(crate) fn serve(socket: PathBuf) -> super::BenchResult<()> {
+    pub(crate) fn serve(socket: PathBuf, full: bool) -> super::BenchResult<()> {
+        let answer = if full {
+            full_answer()
+        } else {
+            pb::VerifyResponse {
+                valid: true,
+                reason: pb::Reason::Ok as i32,
+                ..Default::default()
+            }
+        };
         let rt = tokio::runtime::Runtime::new()?;
         rt.block_on(async {
             let listener = tokio::net::UnixListener::bind(&socket)?;
             tonic::transport::Server::builder()
-                .add_service(VerifierServer::new(Trivial))
+                .add_service(VerifierServer::new(Trivial { answer }))
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
                 .await?;
             Ok(())
@@ -486,7 +538,7 @@ fn main() -> BenchResult<()> {
         let socket = args
             .get(i + 1)
             .ok_or("--trivial-server needs a socket path")?;
-        return trivial::serve(PathBuf::from(socket));
+        return trivial::serve(PathBuf::from(socket), args.iter().any(|a| a == "--full"));
     }
     // `cargo bench` passes --bench; `cargo test --benches` runs benches once in test
     // mode: keep that quick by doing nothing.
@@ -498,20 +550,20 @@ fn main() -> BenchResult<()> {
         .enable_all()
         .build()?;
     let mut rows = vec![bench_echo()?];
-    let trivial = start_trivial()?;
-    rt.block_on(async {
-        let channel = wait_ready(&trivial.socket).await?;
-        rows.push(
-            bench_grpc(
-                "trivial tonic handler over UDS (gRPC floor)",
-                channel,
-                mint_hs256()?,
-            )
-            .await?,
-        );
-        Ok::<_, Box<dyn std::error::Error>>(())
-    })?;
-    drop(trivial);
+    for (full, name) in [
+        (
+            false,
+            "trivial tonic handler over UDS, empty answer (gRPC floor)",
+        ),
+        (true, "trivial tonic handler over UDS, canned full answer"),
+    ] {
+        let trivial = start_trivial(full)?;
+        rt.block_on(async {
+            let channel = wait_ready(&trivial.socket).await?;
+            rows.push(bench_grpc(name, channel, mint_hs256()?).await?);
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })?;
+    }
     let mut binaries = vec![(PathBuf::from(env!("CARGO_BIN_EXE_denylist-sidecar")), "")];
     if let Some(baseline) = std::env::var_os("DENYLIST_BENCH_BASELINE_SIDECAR") {
         binaries.push((PathBuf::from(baseline), ", baseline binary"));
