@@ -28,6 +28,13 @@ echo "==> building the binaries the end-to-end tests run (denylist-sidecar, deny
 # tests/ crate runs the sidecar and the CLI as real processes, so build them first.
 cargo build --workspace --bins --locked
 
+echo "==> fuzzing: every cargo-fuzz target briefly (scripts/fuzz.sh, ${FUZZ_SECONDS:-10} s each)"
+# A short run in every suite replays the committed seeds and regression inputs and
+# catches a target that no longer builds; the 10-minute runs are scripts/fuzz.sh's
+# default use with FUZZ_SECONDS=600 (fuzz/README.md).
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" ./scripts/fuzz.sh
+
+# Last, so the test runners' summaries close the output.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -35,7 +35,10 @@ mod field {
 const ACTION_REVOKE: i32 = 1;
 const ACTION_LIFT: i32 = 2;
 
-/// Deepest nesting of (unknown, skipped) groups accepted: prost's recursion limit.
+/// prost's recursion limit, as it applies to skipped groups: a field may sit inside
+/// at most 99 nested groups, so the 100th group may be opened but must be empty
+/// (prost skips each field of a group one level deeper, and refuses to skip at
+/// level 100 — `skip_field` and `DecodeContext` in prost's `encoding.rs`).
 const MAX_GROUP_DEPTH: u32 = 100;
 
 /// A validated revocation event whose strings are borrowed; see the module docs.
@@ -498,15 +501,18 @@ impl<'a> Fields<'a> {
 
     /// Skips everything up to the end of the group `number`.
     fn skip_group(&mut self, number: u32) -> Result<(), Malformed> {
-        if self.depth >= MAX_GROUP_DEPTH {
-            return Err(Malformed("groups nested too deeply"));
-        }
         self.depth += 1;
         loop {
             let (inner, wire_type) = self.key()?;
             match wire_type {
                 4 if inner == number => break,
                 4 => return Err(Malformed("a group ends with the wrong field number")),
+                // Any field inside the deepest group prost allows, a group included:
+                // prost has no recursion left to skip it with. (Checked here and not
+                // on entry, so that a varint there is refused as prost refuses it.)
+                _ if self.depth >= MAX_GROUP_DEPTH => {
+                    return Err(Malformed("groups nested too deeply"));
+                }
                 0 => {
                     self.varint()?;
                 }

@@ -285,3 +285,73 @@ fn a_split_checks_the_count_and_reports_a_bad_event_by_its_index_in_the_body() {
         Some(Err(SnapshotError::Body(_)))
     ));
 }
+
+/// Seals a body of already encoded events, as `seal` does with `Event`s: for bodies
+/// `seal` cannot write.
+fn seal_encoded(manifest: &Manifest, messages: &[Vec<u8>], key: &SigningKey) -> Vec<u8> {
+    let mut body = Vec::new();
+    for message in messages {
+        prost::encoding::encode_varint(message.len() as u64, &mut body);
+        body.extend_from_slice(message);
+    }
+    let manifest = pb::SnapshotManifest {
+        stream: manifest.stream.clone(),
+        stream_created_unix_nanos: manifest.stream_created_unix_nanos,
+        covered_sequence: manifest.covered_sequence,
+        created_at_ms: manifest.created_at_ms,
+        event_count: messages.len() as u64,
+        body_len: body.len() as u64,
+        body_sha256: digest(&SHA256, &body).as_ref().to_vec(),
+    }
+    .encode_to_vec();
+    let mut signed_bytes = SIGNING_PREFIX.to_vec();
+    signed_bytes.extend_from_slice(&manifest);
+    let mut object = pb::SignedSnapshot {
+        signature: key.sign_bytes(&signed_bytes),
+        key_id: key.key_id().to_owned(),
+        manifest,
+    }
+    .encode_length_delimited_to_vec();
+    object.extend_from_slice(&body);
+    object
+}
+
+/// Regression (issue 13, the nested-group divergence): the snapshot
+/// reader decodes with `EventRef`, the live path with prost. An event whose unknown
+/// fields nest 100 groups deep with a field in the innermost was applied from a
+/// snapshot although the live path refuses it; both must refuse it.
+#[test]
+fn a_signed_event_the_live_path_refuses_is_refused_in_a_snapshot_too() {
+    let (key, trusted) = setup();
+    let mut deep = event("e2", "b").to_proto().encode_to_vec();
+    deep.extend(std::iter::repeat_n([0xa3, 0x06], 100).flatten()); // field 100, start group
+    deep.extend_from_slice(&[0x78, 0x01]); // field 15, varint
+    deep.extend(std::iter::repeat_n([0xa4, 0x06], 100).flatten()); // field 100, end group
+
+    // The live path: a signed envelope around the same bytes.
+    let envelope = pb::SignedEvent {
+        signature: key.sign_bytes(&deep),
+        key_id: key.key_id().to_owned(),
+        event: deep.clone(),
+    };
+    assert!(matches!(
+        trusted.open(&envelope.encode_to_vec()),
+        Err(EnvelopeError::Decode(_))
+    ));
+
+    let good = event("e1", "a").to_proto().encode_to_vec();
+    let object = seal_encoded(&manifest(), &[good, deep], &key);
+    let opened = open(&object, &trusted).unwrap();
+    let read: Vec<_> = opened.events().collect();
+    assert_eq!(read.len(), 2, "reading stops at the refused event");
+    assert!(read[0].is_ok());
+    assert!(matches!(
+        read[1],
+        Err(SnapshotError::Event {
+            index: 1,
+            source: EventError::Decode(_)
+        })
+    ));
+    let parts = opened.split(1).unwrap();
+    assert!(parts[0].events().any(|e| e.is_err()));
+}

@@ -155,6 +155,54 @@ fn unknown_fields_of_every_wire_type_are_skipped_and_broken_ones_refused() {
     same_as_reference(&bytes);
 }
 
+/// `sample()` followed by `depth` nested groups (field 100), the innermost holding
+/// `inner` (raw field bytes, possibly none).
+fn with_nested_groups(depth: usize, inner: &[u8]) -> Vec<u8> {
+    let mut bytes = sample().encode_to_vec();
+    for _ in 0..depth {
+        bytes.extend_from_slice(&[0xa3, 0x06]); // field 100, start group
+    }
+    bytes.extend_from_slice(inner);
+    for _ in 0..depth {
+        bytes.extend_from_slice(&[0xa4, 0x06]); // field 100, end group
+    }
+    bytes
+}
+
+/// Regression: a field inside the 100th nested group was skipped by `skip_group`
+/// (it limited only how many groups open) while prost refuses it ("recursion limit
+/// reached"), so a snapshot could apply an event the live path refuses.
+#[test]
+fn nested_groups_are_refused_exactly_where_prost_refuses_them() {
+    let varint = [0x78, 0x01]; // field 15, varint
+    let group = [0xab, 0x06, 0xac, 0x06]; // field 101, an empty group
+    let cases: [(usize, &[u8], bool); 7] = [
+        // (groups, contents of the innermost, accepted)
+        (99, &varint, true),
+        (99, &group, true), // the 100th group, empty
+        (100, &[], true),
+        (100, &varint, false), // the divergence
+        (100, &group, false),
+        (101, &[], false),
+        (150, &varint, false),
+    ];
+    for (depth, inner, accepted) in cases {
+        let bytes = with_nested_groups(depth, inner);
+        // The expectation is prost's own answer, not only ours.
+        assert_eq!(
+            pb::RevocationEvent::decode(bytes.as_slice()).is_ok(),
+            accepted,
+            "prost, {depth} groups around {inner:02x?}"
+        );
+        assert_eq!(
+            EventRef::decode(&bytes).is_ok(),
+            accepted,
+            "ours, {depth} groups around {inner:02x?}"
+        );
+        same_as_reference(&bytes);
+    }
+}
+
 #[test]
 fn a_view_validates_like_the_owned_event() {
     let event = reference(&sample().encode_to_vec()).unwrap();
