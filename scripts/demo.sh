@@ -48,6 +48,11 @@ PUBLIC_KEY=$(ctl keygen --out "$DEMO_DIR/publisher.pem" --output json | python3 
 echo "    publisher public key: $PUBLIC_KEY"
 ctl stream init --replicas 1 --max-age 30d | sed 's/^/    /'
 
+echo "==> the fleet heartbeat (denylistctl heartbeat): one stream read per second for the whole"
+echo "    fleet, signed, so no sidecar polls the stream"
+ctl heartbeat --interval 1s >"$DEMO_DIR/heartbeat.log" 2>&1 &
+PIDS+=($!)
+
 echo "==> starting three sidecars (pods web-1, web-2, web-3)"
 for i in 1 2 3; do
   cat >"$DEMO_DIR/sidecar-$i.toml" <<TOML
