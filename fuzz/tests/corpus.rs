@@ -113,6 +113,8 @@ const EXPECTED: &[(&str, &str, Outcome)] = &[
     ("snapshot_open", "body-nested-groups", Outcome::Refused),
     ("revocations_file", "valid", Outcome::Accepted),
     ("revocations_file", "duplicate-id", Outcome::Refused),
+    // Finding 2: an explicit zero cut-off meant the epoch in a file, "unset" on the wire.
+    ("revocations_file", "zero-cutoff", Outcome::Refused),
     ("config_parse", "standalone", Outcome::Accepted),
     ("config_parse", "env", Outcome::Accepted),
     ("config_parse", "bad-env", Outcome::Refused),
