@@ -106,6 +106,7 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Clie
         .name(format!("denylist-sidecar/{name}"))
         .retry_on_initial_connect()
         .connection_timeout(config.request_timeout)
+        .reconnect_delay_callback(reconnect_delay(config.reconnect_delay))
         .request_timeout(Some(config.request_timeout))
         .require_tls(config.tls_required)
         .event_callback(|event| async move {
@@ -143,6 +144,21 @@ pub async fn connect(config: &NatsConfig, name: &str) -> Result<async_nats::Clie
         .connect(config.servers.as_slice())
         .await
         .map_err(|e| SyncError::Connect(e.to_string()))
+}
+
+/// The wait before reconnect attempt `attempts` (1 for the first after the connection
+/// was lost): jittered and doubling from 50 ms up to `max`. async-nats' own default waits
+/// up to 4 s with no jitter, so a fleet that lost its server together would come back
+/// together, seconds late.
+fn reconnect_delay(max: Duration) -> impl Fn(usize) -> Duration + Send + Sync + 'static {
+    let backoff = backoff::Backoff {
+        initial: Duration::from_millis(50),
+        max,
+    };
+    move |attempts| {
+        let retry = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+        backoff.delay(retry)
+    }
 }
 
 /// What the follower and its heartbeat task share: where the follower stands.

@@ -159,6 +159,14 @@ impl SidecarOptions {
             ]));
         }
 
+        // The sidecar refuses a request timeout that would let a fallback poll answer
+        // after it turned stale; tests with a short `max_staleness` get a shorter one.
+        let fallback = self
+            .heartbeat_fallback_after
+            .unwrap_or(self.heartbeat_interval * 2);
+        let request_timeout = self
+            .request_timeout
+            .min(self.max_staleness.saturating_sub(fallback));
         let mut nats = vec![
             (
                 "servers",
@@ -171,7 +179,7 @@ impl SidecarOptions {
             ),
             ("heartbeat_interval", d(self.heartbeat_interval)),
             ("catch_up_jitter", d(self.catch_up_jitter)),
-            ("request_timeout", d(self.request_timeout)),
+            ("request_timeout", d(request_timeout)),
         ];
         if let Some(subject) = &self.heartbeat_subject {
             nats.push(("heartbeat_subject", s(subject)));

@@ -37,9 +37,17 @@ pub struct NatsConfig {
     /// stream at once. `0s` turns it off. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub catch_up_jitter: Duration,
-    /// Timeout of connecting and of each JetStream request. Default 5 s.
+    /// Timeout of connecting and of each JetStream request. Default 5 s. With
+    /// `heartbeat_fallback_after` at most `denylist.max_staleness`, so a fallback poll
+    /// that answers just in time still lands before the sidecar turns stale.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The longest wait between two attempts to reconnect after the connection to NATS
+    /// is lost. The waits start at 25–50 ms and double up to this, each a random
+    /// duration between half and all of its ceiling, so a fleet that lost its server
+    /// together does not come back in lockstep. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_delay: Duration,
     /// NATS credentials file (JWT + nkey seed).
     pub creds_file: Option<PathBuf>,
     /// File holding an nkey seed.
@@ -78,6 +86,7 @@ impl Default for NatsConfig {
             heartbeat_fallback_after: None,
             catch_up_jitter: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            reconnect_delay: Duration::from_millis(500),
             creds_file: None,
             nkey_seed_file: None,
             user: None,
@@ -133,6 +142,29 @@ impl NatsConfig {
                 format!(
                     "plus nats.heartbeat_interval must be at most denylist.max_staleness \
                      ({staleness}), or a sidecar turns stale before its fallback poll"
+                ),
+            ));
+        }
+        if self
+            .heartbeat_fallback_after()
+            .saturating_add(self.request_timeout)
+            > max_staleness
+        {
+            return Err(invalid(
+                "nats.request_timeout",
+                format!(
+                    "plus nats.heartbeat_fallback_after must be at most denylist.max_staleness \
+                     ({staleness}), or a fallback poll that answers in time still finds the \
+                     sidecar stale"
+                ),
+            ));
+        }
+        if self.reconnect_delay.saturating_mul(2) > max_staleness {
+            return Err(invalid(
+                "nats.reconnect_delay",
+                format!(
+                    "must be at most half of denylist.max_staleness ({staleness}), or a \
+                     sidecar waiting to reconnect turns stale"
                 ),
             ));
         }
@@ -198,6 +230,9 @@ impl NatsConfig {
         }
         if self.request_timeout < Duration::from_millis(100) {
             return Err(invalid("nats.request_timeout", "must be at least 100ms"));
+        }
+        if self.reconnect_delay < Duration::from_millis(50) {
+            return Err(invalid("nats.reconnect_delay", "must be at least 50ms"));
         }
         let subject = &self.heartbeat_subject;
         if subject.is_empty()

@@ -169,7 +169,7 @@ fn a_poll_or_heartbeat_too_slow_for_max_staleness_is_rejected() {
     let key = "m53AbgRdXFN0hRN6eFeVepCpV9BMJtmlLcpcDZbsNOU";
     let nats = |heartbeat: &str| {
         format!(
-            "{}\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\ntrusted_publishers = [\"{key}\"]\nheartbeat_interval = \"{heartbeat}\"\n",
+            "{}\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\ntrusted_publishers = [\"{key}\"]\nheartbeat_interval = \"{heartbeat}\"\nrequest_timeout = \"2s\"\n",
             with("source = \"nats\"\nfile_poll_interval = \"1h\"\nmax_staleness = \"6s\"")
         )
     };
@@ -201,6 +201,7 @@ fn heartbeat_fallback_and_jitter_are_validated() {
     assert_eq!(c.nats.heartbeat_subject, "denylist.v1.heartbeat");
     assert_eq!(c.nats.catch_up_jitter, Duration::from_secs(1));
     assert_eq!(c.nats.heartbeat_fallback_after(), Duration::from_secs(4));
+    assert_eq!(c.nats.reconnect_delay, Duration::from_millis(500));
     let c = Config::from_toml(&nats(
         "heartbeat_fallback_after = \"10s\"\ncatch_up_jitter = \"0s\"",
     ))
@@ -232,6 +233,10 @@ fn heartbeat_fallback_and_jitter_are_validated() {
             "nats.heartbeat_fallback_after",
         ),
         ("catch_up_jitter = \"11s\"", "nats.catch_up_jitter"),
+        // Fallback after 4 s plus a 27 s request: an in-time answer still finds it stale.
+        ("request_timeout = \"27s\"", "nats.request_timeout"),
+        ("reconnect_delay = \"16s\"", "nats.reconnect_delay"),
+        ("reconnect_delay = \"10ms\"", "nats.reconnect_delay"),
     ] {
         let err = Config::from_toml(&nats(lines))
             .unwrap()

@@ -35,3 +35,25 @@ fn a_live_sequence_is_read_from_its_header() {
     };
     assert_eq!(live_sequence(&bare), None);
 }
+
+#[test]
+fn reconnects_start_fast_and_stay_jittered_under_the_configured_ceiling() {
+    let delay = reconnect_delay(Duration::from_millis(500));
+    let first: Vec<_> = (0..100).map(|_| delay(1)).collect();
+    assert!(
+        first
+            .iter()
+            .all(|d| *d >= Duration::from_millis(25) && *d <= Duration::from_millis(50)),
+        "{first:?}"
+    );
+    assert!(first.iter().any(|d| *d != first[0]), "not jittered");
+    for attempts in [5, 6, 100, usize::MAX] {
+        let later: Vec<_> = (0..100).map(|_| delay(attempts)).collect();
+        assert!(
+            later
+                .iter()
+                .all(|d| *d >= Duration::from_millis(250) && *d <= Duration::from_millis(500)),
+            "attempt {attempts}: {later:?}"
+        );
+    }
+}
