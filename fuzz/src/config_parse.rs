@@ -84,6 +84,10 @@ source = "nats"
 [nats]
 servers = ["nats://127.0.0.1:4222"]
 trusted_publishers = ["11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"]
+[[nats.trusted_publisher]]
+key = "m53AbgRdXFN0hRN6eFeVepCpV9BMJtmlLcpcDZbsNOU"
+kinds = ["session", "subject"]
+issuers = ["https://auth.example.com"]
 [[issuers]]
 issuer = "https://auth.example.com"
 algorithms = ["EdDSA"]

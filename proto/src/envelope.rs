@@ -9,6 +9,13 @@
 //! (`denylistctl keygen` writes one); its public key travels as base64url of the
 //! raw 32 bytes, and its key id is the first 16 hex digits of SHA-256 of those
 //! bytes, so a key id can never name a different key.
+//!
+//! Least privilege: a trusted key may carry a [`Scope`], the rule kinds and issuers
+//! it may revoke. Every signed thing is opened here, so the scope is enforced here,
+//! once, for every path that applies events (live delivery, catch-up, snapshots):
+//! [`TrustedKeys::open`] refuses a scoped key's event outside its scope and any lift
+//! by it, and a scoped key's snapshot or heartbeat signature is refused outright
+//! ([`EnvelopeError::OutOfScope`]).
 
 use std::collections::HashMap;
 
@@ -17,7 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use prost::Message as _;
 
-use crate::events::{Event, EventError};
+use crate::events::{Action, Event, EventError, RuleKind};
 use crate::pb;
 
 /// Why an envelope or key was rejected.
@@ -32,6 +39,14 @@ pub enum EnvelopeError {
     /// The signature does not verify.
     #[error("signature does not verify (key id {0:?})")]
     BadSignature(String),
+    /// Validly signed by a trusted key whose [`Scope`] does not cover it.
+    #[error("outside the scope of key id {key_id:?}: {reason}")]
+    OutOfScope {
+        /// The key that signed it.
+        key_id: String,
+        /// What the key may not do.
+        reason: String,
+    },
     /// The signed bytes are not a valid event.
     #[error("signed event is invalid: {0}")]
     Event(#[from] EventError),
@@ -112,32 +127,117 @@ impl SigningKey {
     }
 }
 
-/// The public keys of trusted publishers, by key id.
+/// What a scoped publisher key may sign: revocations of some rule kinds, for some
+/// issuers. A scoped key never lifts (a lift names events by id, and a sidecar does
+/// not keep which key published each one) and never signs a snapshot (one signature
+/// over many events) or a heartbeat (it vouches for the whole stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The rule kinds it may revoke; `None`: every kind.
+    pub kinds: Option<Vec<RuleKind>>,
+    /// The exact issuers (`iss`) whose rules it may revoke; `None`: every issuer.
+    pub issuers: Option<Vec<String>>,
+}
+
+impl Scope {
+    /// Whether the scope covers `event`; the error says what it does not allow.
+    pub fn permits(&self, event: &Event) -> Result<(), String> {
+        let revoke = match &event.action {
+            Action::Revoke(revoke) => revoke,
+            Action::Lift { .. } => return Err("a scoped key may not lift revocations".into()),
+        };
+        if let Some(kinds) = &self.kinds
+            && !kinds.contains(&revoke.kind)
+        {
+            let allowed: Vec<_> = kinds.iter().map(|k| k.as_str()).collect();
+            return Err(format!(
+                "it may not revoke `{}` rules (only {})",
+                revoke.kind,
+                allowed.join(", ")
+            ));
+        }
+        if let Some(issuers) = &self.issuers
+            && !issuers.contains(&revoke.issuer)
+        {
+            return Err(format!(
+                "it may not revoke rules of issuer {:?}",
+                truncate(&revoke.issuer)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A trusted public key and, when it is limited, its scope.
+#[derive(Debug, Clone)]
+struct TrustedKey {
+    key: UnparsedPublicKey<Vec<u8>>,
+    /// `None`: full authority (any event, lifts, snapshots, heartbeats).
+    scope: Option<Scope>,
+}
+
+/// The public keys of trusted publishers, by key id, each with its optional [`Scope`].
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
-    by_id: HashMap<String, UnparsedPublicKey<Vec<u8>>>,
+    by_id: HashMap<String, TrustedKey>,
+}
+
+/// Decodes a base64url (or standard base64) raw Ed25519 public key.
+fn decode_public_key(key: &str) -> Result<Vec<u8>, String> {
+    let key = key.trim();
+    let raw = URL_SAFE_NO_PAD
+        .decode(key)
+        .or_else(|_| STANDARD.decode(key))
+        .map_err(|_| "is not base64".to_owned())?;
+    if raw.len() != 32 {
+        return Err(format!(
+            "is {} bytes; an Ed25519 public key is 32",
+            raw.len()
+        ));
+    }
+    Ok(raw)
 }
 
 impl TrustedKeys {
-    /// Builds the set from base64url (or standard base64) raw Ed25519 public keys.
-    /// The error names the position of a bad key.
+    /// Builds the set from base64url (or standard base64) raw Ed25519 public keys, each
+    /// with full authority. The error names the position of a bad key; a key listed
+    /// twice is trusted once.
     pub fn from_public_keys<S: AsRef<str>>(keys: &[S]) -> Result<Self, EnvelopeError> {
         let mut by_id = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
-            let k = k.as_ref().trim();
-            let raw = URL_SAFE_NO_PAD
-                .decode(k)
-                .or_else(|_| STANDARD.decode(k))
-                .map_err(|_| EnvelopeError::Key(format!("trusted key #{i} is not base64")))?;
-            if raw.len() != 32 {
-                return Err(EnvelopeError::Key(format!(
-                    "trusted key #{i} is {} bytes; an Ed25519 public key is 32",
-                    raw.len()
-                )));
-            }
-            by_id.insert(key_id(&raw), UnparsedPublicKey::new(&ED25519, raw));
+            let raw = decode_public_key(k.as_ref())
+                .map_err(|why| EnvelopeError::Key(format!("trusted key #{i} {why}")))?;
+            by_id.insert(
+                key_id(&raw),
+                TrustedKey {
+                    key: UnparsedPublicKey::new(&ED25519, raw),
+                    scope: None,
+                },
+            );
         }
         Ok(Self { by_id })
+    }
+
+    /// Trusts one more key (base64url or standard base64, raw Ed25519): with full
+    /// authority when `scope` is `None`, else limited to it. Returns its key id. A key
+    /// already trusted is an error: two entries would leave its scope ambiguous.
+    pub fn add(&mut self, public_key: &str, scope: Option<Scope>) -> Result<String, EnvelopeError> {
+        let raw = decode_public_key(public_key)
+            .map_err(|why| EnvelopeError::Key(format!("key {why}")))?;
+        let id = key_id(&raw);
+        if self.by_id.contains_key(&id) {
+            return Err(EnvelopeError::Key(format!(
+                "key id {id} is already trusted (listed twice)"
+            )));
+        }
+        self.by_id.insert(
+            id.clone(),
+            TrustedKey {
+                key: UnparsedPublicKey::new(&ED25519, raw),
+                scope,
+            },
+        );
+        Ok(id)
     }
 
     /// Number of trusted keys.
@@ -156,29 +256,68 @@ impl TrustedKeys {
     }
 
     /// Decodes a NATS message body, checks its signature, then decodes and validates
-    /// the event inside.
+    /// the event inside, and last checks it against the signing key's scope (an
+    /// [`EnvelopeError::OutOfScope`] event is validly signed, but never to be applied).
     pub fn open(&self, message: &[u8]) -> Result<Event, EnvelopeError> {
         let signed =
             pb::SignedEvent::decode(message).map_err(|e| EnvelopeError::Decode(e.to_string()))?;
-        self.verify(&signed.key_id, &signed.event, &signed.signature)?;
+        let signer = self.check(&signed.key_id, &signed.event, &signed.signature)?;
         let event = pb::RevocationEvent::decode(signed.event.as_slice())
             .map_err(|e| EnvelopeError::Decode(e.to_string()))?;
-        Ok(Event::from_proto(event)?)
+        let event = Event::from_proto(event)?;
+        if let Some(scope) = &signer.scope {
+            scope
+                .permits(&event)
+                .map_err(|reason| EnvelopeError::OutOfScope {
+                    key_id: signed.key_id,
+                    reason,
+                })?;
+        }
+        Ok(event)
     }
 
-    /// Checks an Ed25519 signature by the trusted key `key_id` over `message`.
+    /// Checks a snapshot signature: an Ed25519 signature by the trusted key `key_id`
+    /// over `message`, which must have full authority. A scoped key's is refused: one
+    /// signature over a whole body could carry events outside its scope.
     pub(crate) fn verify(
         &self,
         key_id: &str,
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), EnvelopeError> {
-        let key = self
+        let signer = self.check(key_id, message, signature)?;
+        Self::unscoped(signer, key_id, "a scoped key may not sign snapshots")
+    }
+
+    /// Checks an Ed25519 signature by the trusted key `key_id` over `message`; returns
+    /// that key, for its scope.
+    fn check(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<&TrustedKey, EnvelopeError> {
+        let trusted = self
             .by_id
             .get(key_id)
             .ok_or_else(|| EnvelopeError::UntrustedKey(truncate(key_id)))?;
-        key.verify(message, signature)
-            .map_err(|_| EnvelopeError::BadSignature(key_id.to_owned()))
+        trusted
+            .key
+            .verify(message, signature)
+            .map_err(|_| EnvelopeError::BadSignature(key_id.to_owned()))?;
+        Ok(trusted)
+    }
+
+    /// Refuses a signature by a scoped key, for what only a key with full authority
+    /// may sign.
+    fn unscoped(signer: &TrustedKey, key_id: &str, reason: &str) -> Result<(), EnvelopeError> {
+        match signer.scope {
+            None => Ok(()),
+            Some(_) => Err(EnvelopeError::OutOfScope {
+                key_id: key_id.to_owned(),
+                reason: reason.to_owned(),
+            }),
+        }
     }
 }
 
@@ -269,15 +408,20 @@ impl SigningKey {
 }
 
 impl TrustedKeys {
-    /// Decodes a heartbeat message body, checks its signature by a trusted key, then
-    /// decodes and checks the heartbeat. Returns it with the key id that signed it (so a
-    /// caller can hold keys to what they may sign).
+    /// Decodes a heartbeat message body, checks its signature by a trusted key with
+    /// full authority (a scoped key's heartbeat is [`EnvelopeError::OutOfScope`]), then
+    /// decodes and checks the heartbeat. Returns it with the key id that signed it.
     pub fn open_heartbeat(&self, message: &[u8]) -> Result<(Heartbeat, String), EnvelopeError> {
         let signed = pb::SignedHeartbeat::decode(message)
             .map_err(|e| EnvelopeError::Decode(e.to_string()))?;
         let mut bytes = HEARTBEAT_SIGNING_PREFIX.to_vec();
         bytes.extend_from_slice(&signed.heartbeat);
-        self.verify(&signed.key_id, &bytes, &signed.signature)?;
+        let signer = self.check(&signed.key_id, &bytes, &signed.signature)?;
+        Self::unscoped(
+            signer,
+            &signed.key_id,
+            "a scoped key may not sign heartbeats",
+        )?;
         let heartbeat = pb::StreamHeartbeat::decode(signed.heartbeat.as_slice())
             .map_err(|e| EnvelopeError::Decode(format!("heartbeat: {e}")))?;
         Ok((Heartbeat::from_proto(heartbeat)?, signed.key_id))

@@ -194,12 +194,12 @@ struct NatsParts {
 
 impl NatsParts {
     async fn build(config: &Config) -> Result<Self, AppError> {
-        let trusted =
-            TrustedKeys::from_public_keys(&config.nats.trusted_publishers).map_err(|error| {
-                AppError::PublisherKey {
-                    what: "nats.trusted_publishers".into(),
-                    error,
-                }
+        let trusted = config
+            .nats
+            .trusted_keys()
+            .map_err(|e| AppError::PublisherKey {
+                what: "nats trusted publishers".into(),
+                error: EnvelopeError::Key(e.to_string()),
             })?;
         let publisher_key = match &config.nats.publisher_key_file {
             Some(path) => {

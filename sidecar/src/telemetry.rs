@@ -137,7 +137,12 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "denylist_events_rejected_total",
-        "Stream events not applied: unsigned, untrusted, tampered or invalid (fleet mode)"
+        "Stream events not applied: unsigned, untrusted, tampered, invalid or out of scope (fleet mode)"
+    );
+    describe_counter!(
+        "denylist_events_out_of_scope_total",
+        "Of denylist_events_rejected_total: validly signed by a trusted key, but outside \
+         that key's scope (nats.trusted_publisher kinds and issuers)"
     );
     describe_histogram!(
         "denylist_publish_to_apply_seconds",
@@ -193,6 +198,7 @@ pub fn register_sync_metrics() {
     for counter in [
         "denylist_events_applied_total",
         "denylist_events_rejected_total",
+        "denylist_events_out_of_scope_total",
         "denylist_sync_errors_total",
         "denylist_sync_gaps_total",
         "denylist_sync_stream_resets_total",

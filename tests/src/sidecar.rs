@@ -48,6 +48,18 @@ impl StalenessPolicy {
     }
 }
 
+/// A publisher key the sidecar trusts only for some rule kinds of some issuers
+/// (`[[nats.trusted_publisher]]`).
+#[derive(Debug, Clone)]
+pub struct ScopedPublisher {
+    /// The public key (base64url).
+    pub key: String,
+    /// `kinds`: the rule kinds it may revoke.
+    pub kinds: Vec<String>,
+    /// `issuers`: the issuers whose rules it may revoke.
+    pub issuers: Vec<String>,
+}
+
 /// How to configure one sidecar. [`SidecarOptions::new`] gives test-friendly defaults:
 /// fast heartbeats (200 ms), a 1 s prune interval, `max_staleness` 30 s.
 #[derive(Debug, Clone)]
@@ -60,6 +72,8 @@ pub struct SidecarOptions {
     pub stream: String,
     /// `nats.trusted_publishers` (base64url Ed25519 public keys).
     pub trusted_publishers: Vec<String>,
+    /// `[[nats.trusted_publisher]]`: keys limited to some rule kinds and issuers.
+    pub scoped_publishers: Vec<ScopedPublisher>,
     /// The token issuers (`[[issuers]]`, HS256, their secrets written to key files).
     pub issuers: Vec<Issuer>,
     /// `nats.heartbeat_interval`.
@@ -103,6 +117,7 @@ impl SidecarOptions {
             nats_servers,
             stream: denylist_proto::subjects::DEFAULT_STREAM.to_owned(),
             trusted_publishers: vec![trusted_publisher],
+            scoped_publishers: Vec::new(),
             issuers,
             heartbeat_interval: Duration::from_millis(200),
             heartbeat_subject: None,
@@ -181,6 +196,17 @@ impl SidecarOptions {
             ("catch_up_jitter", d(self.catch_up_jitter)),
             ("request_timeout", d(request_timeout)),
         ];
+        if !self.scoped_publishers.is_empty() {
+            let list = |items: &[String]| Value::Array(items.iter().map(|i| s(i)).collect());
+            let entries = self.scoped_publishers.iter().map(|p| {
+                table(vec![
+                    ("key", s(&p.key)),
+                    ("kinds", list(&p.kinds)),
+                    ("issuers", list(&p.issuers)),
+                ])
+            });
+            nats.push(("trusted_publisher", Value::Array(entries.collect())));
+        }
         if let Some(subject) = &self.heartbeat_subject {
             nats.push(("heartbeat_subject", s(subject)));
         }

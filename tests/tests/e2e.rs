@@ -24,6 +24,8 @@ mod harness;
 mod heartbeat;
 #[path = "e2e/propagation.rs"]
 mod propagation;
+#[path = "e2e/scopes.rs"]
+mod scopes;
 #[path = "e2e/snapshot.rs"]
 mod snapshot;
 #[path = "e2e/staleness.rs"]

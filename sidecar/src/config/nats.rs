@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use denylist_proto::envelope::{Scope, TrustedKeys};
+use denylist_proto::events::RuleKind;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
@@ -16,9 +18,14 @@ pub struct NatsConfig {
     pub servers: Vec<String>,
     /// JetStream stream name. Default `DENYLIST`.
     pub stream: String,
-    /// Publisher public keys (base64url, raw Ed25519) whose events are applied.
-    /// Required in nats mode: events signed by anyone else are counted and dropped.
+    /// Publisher public keys (base64url, raw Ed25519) whose events are applied, each
+    /// with full authority. Required in nats mode unless `trusted_publisher` lists a key:
+    /// events signed by anyone else are counted and dropped.
     pub trusted_publishers: Vec<String>,
+    /// More publisher keys, each optionally limited to some rule kinds and issuers
+    /// (`[[nats.trusted_publisher]]`): least privilege for automated publishers such as
+    /// the identity-provider receiver.
+    pub trusted_publisher: Vec<TrustedPublisher>,
     /// How often the fleet heartbeat (`denylistctl heartbeat`) is expected at most, and
     /// how often the sidecar asks the stream for its state itself while no trusted
     /// heartbeat is heard (the fallback). Default 2 s.
@@ -81,6 +88,7 @@ impl Default for NatsConfig {
             servers: Vec::new(),
             stream: denylist_proto::subjects::DEFAULT_STREAM.to_owned(),
             trusted_publishers: Vec::new(),
+            trusted_publisher: Vec::new(),
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_subject: denylist_proto::envelope::HEARTBEAT_SUBJECT.to_owned(),
             heartbeat_fallback_after: None,
@@ -103,7 +111,124 @@ impl Default for NatsConfig {
     }
 }
 
+/// One trusted publisher key and what it may revoke (`[[nats.trusted_publisher]]`).
+///
+/// With neither `kinds` nor `issuers` the key has full authority, as one listed in
+/// `trusted_publishers`. With either, it is scoped: its revocations outside the scope
+/// are refused and counted (`denylist_events_rejected_total` and
+/// `denylist_events_out_of_scope_total`), and it may not lift, sign snapshots or sign
+/// heartbeats (see `denylist_proto::envelope::Scope`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedPublisher {
+    /// The public key (base64url, raw Ed25519), as `denylistctl keygen` prints it.
+    pub key: String,
+    /// The rule kinds it may revoke: `jti`, `subject`, `session`, `key`, `issuer`.
+    /// Omitted: every kind.
+    pub kinds: Option<Vec<String>>,
+    /// The token issuers (exact `iss`) whose rules it may revoke. Omitted: every issuer.
+    pub issuers: Option<Vec<String>>,
+}
+
+impl TrustedPublisher {
+    /// The key's scope (`None`: full authority); `at` is the entry's field path.
+    fn scope(&self, at: &str) -> Result<Option<Scope>, ConfigError> {
+        if self.kinds.is_none() && self.issuers.is_none() {
+            return Ok(None);
+        }
+        let kinds = self
+            .kinds
+            .as_deref()
+            .map(|names| {
+                let field = format!("{at}.kinds");
+                let mut kinds = Vec::new();
+                for (j, name) in names.iter().enumerate() {
+                    let kind = name.parse::<RuleKind>().map_err(|_| {
+                        invalid(
+                            format!("{field}[{j}]"),
+                            format!(
+                                "unknown rule kind {name:?} (one of jti, subject, session, key, \
+                                 issuer)"
+                            ),
+                        )
+                    })?;
+                    if kinds.contains(&kind) {
+                        return Err(invalid(
+                            format!("{field}[{j}]"),
+                            format!("{name:?} listed twice"),
+                        ));
+                    }
+                    kinds.push(kind);
+                }
+                nonempty(kinds, &field)
+            })
+            .transpose()?;
+        let issuers = self
+            .issuers
+            .as_deref()
+            .map(|issuers| {
+                let field = format!("{at}.issuers");
+                for (j, issuer) in issuers.iter().enumerate() {
+                    if issuer.is_empty() || issuer.chars().any(char::is_control) {
+                        return Err(invalid(
+                            format!("{field}[{j}]"),
+                            "must be an issuer (the exact `iss`), without control characters",
+                        ));
+                    }
+                    if issuers[..j].contains(issuer) {
+                        return Err(invalid(
+                            format!("{field}[{j}]"),
+                            format!("{issuer:?} listed twice"),
+                        ));
+                    }
+                }
+                nonempty(issuers.to_vec(), &field)
+            })
+            .transpose()?;
+        Ok(Some(Scope { kinds, issuers }))
+    }
+}
+
+/// An empty scope list would let the key revoke nothing: almost surely a mistake
+/// (leave the field out for "every").
+fn nonempty<T>(list: Vec<T>, field: &str) -> Result<Vec<T>, ConfigError> {
+    if list.is_empty() {
+        return Err(invalid(
+            field,
+            "must not be empty (leave it out to allow every one)",
+        ));
+    }
+    Ok(list)
+}
+
 impl NatsConfig {
+    /// The trusted publisher keys, `trusted_publishers` (full authority) and each
+    /// `trusted_publisher` entry with its scope. The error names the field at fault: a
+    /// bad key, a key listed twice (anywhere), an unknown or repeated kind, an empty list.
+    pub fn trusted_keys(&self) -> Result<TrustedKeys, ConfigError> {
+        if self.trusted_publishers.is_empty() && self.trusted_publisher.is_empty() {
+            return Err(invalid(
+                "nats.trusted_publishers",
+                "list at least one publisher public key, here or in [[nats.trusted_publisher]] \
+                 (denylistctl keygen prints it)",
+            ));
+        }
+        let mut trusted = TrustedKeys::default();
+        for (i, key) in self.trusted_publishers.iter().enumerate() {
+            trusted
+                .add(key, None)
+                .map_err(|e| invalid(format!("nats.trusted_publishers[{i}]"), e.to_string()))?;
+        }
+        for (i, publisher) in self.trusted_publisher.iter().enumerate() {
+            let at = format!("nats.trusted_publisher[{i}]");
+            let scope = publisher.scope(&at)?;
+            trusted
+                .add(&publisher.key, scope)
+                .map_err(|e| invalid(format!("{at}.key"), e.to_string()))?;
+        }
+        Ok(trusted)
+    }
+
     /// The object store bucket the snapshots are read from.
     pub fn snapshot_bucket(&self) -> String {
         self.snapshot_bucket
@@ -206,14 +331,7 @@ impl NatsConfig {
                 "must be a stream name (no . * > or spaces)",
             ));
         }
-        if self.trusted_publishers.is_empty() {
-            return Err(invalid(
-                "nats.trusted_publishers",
-                "list at least one publisher public key (denylistctl keygen prints it)",
-            ));
-        }
-        denylist_proto::envelope::TrustedKeys::from_public_keys(&self.trusted_publishers)
-            .map_err(|e| invalid("nats.trusted_publishers", e.to_string()))?;
+        self.trusted_keys()?;
         if let Some(bucket) = &self.snapshot_bucket
             && (bucket.is_empty()
                 || !bucket

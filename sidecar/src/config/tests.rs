@@ -386,3 +386,86 @@ fn ext_authz_claims_get_the_same_checks() {
     .unwrap_err();
     assert_eq!(field_of(err), "ext_authz.forward_claims.sub");
 }
+
+/// `[[nats.trusted_publisher]]`: scoped keys beside the plain list, and every mistake
+/// refused at start naming its field.
+#[test]
+fn scoped_trusted_publishers_are_read_and_validated() {
+    let a = "m53AbgRdXFN0hRN6eFeVepCpV9BMJtmlLcpcDZbsNOU";
+    let b = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    let nats = |lines: &str| {
+        format!(
+            "{}\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n{lines}\n",
+            MINIMAL.replace("[denylist]", "[denylist]\nsource = \"nats\"")
+        )
+    };
+    let scoped = |fields: &str| {
+        nats(&format!(
+            "trusted_publishers = [\"{a}\"]\n[[nats.trusted_publisher]]\nkey = \"{b}\"\n{fields}"
+        ))
+    };
+    let c = Config::from_toml(&scoped(
+        "kinds = [\"session\", \"subject\"]\nissuers = [\"https://idp.example\"]",
+    ))
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.nats.trusted_keys().unwrap().len(), 2);
+    // Only scoped keys, no plain list: fine too.
+    let only = nats(&format!(
+        "[[nats.trusted_publisher]]\nkey = \"{b}\"\nkinds = [\"jti\"]"
+    ));
+    Config::from_toml(&only).unwrap().validate().unwrap();
+
+    for (fields, field) in [
+        (
+            "kinds = [\"sessoin\"]",
+            "nats.trusted_publisher[0].kinds[0]",
+        ),
+        ("kinds = []", "nats.trusted_publisher[0].kinds"),
+        (
+            "kinds = [\"jti\", \"jti\"]",
+            "nats.trusted_publisher[0].kinds[1]",
+        ),
+        ("issuers = []", "nats.trusted_publisher[0].issuers"),
+        ("issuers = [\"\"]", "nats.trusted_publisher[0].issuers[0]"),
+        (
+            "issuers = [\"https://x\", \"https://x\"]",
+            "nats.trusted_publisher[0].issuers[1]",
+        ),
+    ] {
+        let err = Config::from_toml(&scoped(fields))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(field_of(err), field, "{fields}");
+    }
+    let err = Config::from_toml(&scoped("kinds = [\"sessoin\"]"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("sessoin"), "{err}");
+
+    // The same key twice, in either form, leaves its scope ambiguous.
+    let twice = nats(&format!(
+        "trusted_publishers = [\"{a}\"]\n[[nats.trusted_publisher]]\nkey = \"{a}\"\nkinds = [\"jti\"]"
+    ));
+    let err = Config::from_toml(&twice).unwrap().validate().unwrap_err();
+    assert!(err.to_string().contains("already trusted"), "{err}");
+    assert_eq!(field_of(err), "nats.trusted_publisher[0].key");
+    let twice = nats(&format!("trusted_publishers = [\"{a}\", \"{a}\"]"));
+    assert_eq!(
+        field_of(Config::from_toml(&twice).unwrap().validate().unwrap_err()),
+        "nats.trusted_publishers[1]"
+    );
+    let bad = nats("[[nats.trusted_publisher]]\nkey = \"AAAA\"");
+    assert_eq!(
+        field_of(Config::from_toml(&bad).unwrap().validate().unwrap_err()),
+        "nats.trusted_publisher[0].key"
+    );
+    // A misspelt field or a missing key is a parse error naming it.
+    let err = Config::from_toml(&scoped("kind = [\"jti\"]")).unwrap_err();
+    assert!(err.to_string().contains("unknown field `kind`"), "{err}");
+    let err =
+        Config::from_toml(&nats("[[nats.trusted_publisher]]\nkinds = [\"jti\"]")).unwrap_err();
+    assert!(err.to_string().contains("missing field `key`"), "{err}");
+}

@@ -311,6 +311,12 @@ impl StreamFollower {
             }
             Err(e) => {
                 metrics::counter!("denylist_events_rejected_total").increment(1);
+                if matches!(
+                    e,
+                    denylist_proto::envelope::EnvelopeError::OutOfScope { .. }
+                ) {
+                    metrics::counter!("denylist_events_out_of_scope_total").increment(1);
+                }
                 tracing::warn!(seq, error = %e, "revocation event rejected: not applied");
             }
         }

@@ -179,7 +179,7 @@ impl StreamWatch {
     fn on_heartbeat(&self, payload: &[u8]) -> Result<(), (&'static str, String)> {
         let (heartbeat, key_id) = self.trusted.open_heartbeat(payload).map_err(|e| {
             let reason = match &e {
-                EnvelopeError::UntrustedKey(_) => "untrusted",
+                EnvelopeError::UntrustedKey(_) | EnvelopeError::OutOfScope { .. } => "untrusted",
                 EnvelopeError::BadSignature(_) => "signature",
                 _ => "malformed",
             };
