@@ -152,6 +152,18 @@ impl Backoff {
     }
 }
 
+/// The wait before reconnect attempt `attempts` (1 for the first after the connection was
+/// lost): 25–50 ms, doubling up to 250–500 ms, jittered. async-nats' default waits up to
+/// 4 s in lockstep; the long-running publishers (the fleet heartbeat above all: every
+/// sidecar polls the stream while it is silent) must be back within a second of NATS.
+fn reconnect_delay(attempts: usize) -> Duration {
+    const RECONNECT: Backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+    RECONNECT.delay(u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX))
+}
+
 /// A uniformly random number in [0, 1): jitter only, so the system RNG is plenty.
 fn random_fraction() -> f64 {
     let mut bytes = [0u8; 8];
@@ -400,6 +412,7 @@ impl NatsOptions {
         let mut options = ConnectOptions::new()
             .name(&self.name)
             .connection_timeout(self.connect_timeout)
+            .reconnect_delay_callback(reconnect_delay)
             .request_timeout(Some(self.request_timeout));
         if let Some(path) = &self.creds_file {
             options = options

@@ -100,6 +100,25 @@ async fn bad_options_are_not_retried() {
 }
 
 #[test]
+fn reconnects_are_quick_jittered_and_capped() {
+    let first: Vec<_> = (0..100).map(|_| reconnect_delay(1)).collect();
+    assert!(
+        first
+            .iter()
+            .all(|d| *d >= Duration::from_millis(25) && *d <= Duration::from_millis(50)),
+        "{first:?}"
+    );
+    assert!(first.iter().any(|d| *d != first[0]), "not jittered");
+    for attempts in [5, 50, usize::MAX] {
+        let d = reconnect_delay(attempts);
+        assert!(
+            d >= Duration::from_millis(250) && d <= Duration::from_millis(500),
+            "attempt {attempts}: {d:?}"
+        );
+    }
+}
+
+#[test]
 fn backoff_grows_with_jitter_within_bounds() {
     let backoff = Backoff {
         initial: Duration::from_millis(100),

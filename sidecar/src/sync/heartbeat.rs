@@ -107,6 +107,9 @@ impl StreamWatch {
         let mut fallback = false;
         let mut next_poll = Instant::now();
         let mut rejected = 0u64;
+        // Seen disconnected when a poll was due: the next due poll after the connection
+        // is back waits for the heartbeat instead (see `after_reconnect`).
+        let mut was_disconnected = false;
         loop {
             if heartbeats.is_none() {
                 match self.client.subscribe(self.subject.clone()).await {
@@ -157,6 +160,25 @@ impl StreamWatch {
                     }
                 }
                 () = tokio::time::sleep_until(poll_at) => {
+                    let connected = self.client.connection_state()
+                        == async_nats::connection::State::Connected;
+                    if !connected || was_disconnected {
+                        was_disconnected = !connected;
+                        let wait = if connected {
+                            self.after_reconnect()
+                        } else {
+                            // A request now could only time out.
+                            jittered_interval(self.interval)
+                        };
+                        if fallback {
+                            next_poll = Instant::now() + wait;
+                        } else {
+                            // Due `wait` from now, as if a heartbeat had come just so.
+                            let due = Instant::now() + wait;
+                            last_trusted = due.checked_sub(self.fallback_after).unwrap_or(due);
+                        }
+                        continue;
+                    }
                     if !fallback {
                         fallback = true;
                         metrics::gauge!("denylist_heartbeat_fallback").set(1.0);
@@ -172,6 +194,17 @@ impl StreamWatch {
                 }
             }
         }
+    }
+
+    /// How long to wait for a heartbeat once the connection is back before asking the
+    /// stream: a random duration up to `fallback_after`. Every sidecar of a fleet
+    /// reconnects within the same second after a NATS restart, and the heartbeat publisher
+    /// with them; asking the stream at once would put one request per sidecar into the
+    /// JetStream API queue (ahead of the heartbeat's own), just when one heartbeat a
+    /// second later answers them all. Staleness is unaffected: it counts from when the
+    /// stream was last heard.
+    fn after_reconnect(&self) -> Duration {
+        super::backoff::jitter(self.fallback_after)
     }
 
     /// Checks a heartbeat and passes on what it says; the error is the reason it was
