@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# One image with the three binaries: denylist-sidecar (the default entrypoint), denylistctl
-# and denylist-injector. Non-root, no shell, nothing written to the root filesystem: it runs
+# One image with the binaries: denylist-sidecar (the default entrypoint), denylistctl,
+# denylist-injector and denylist-receiver. Non-root, no shell, nothing written to the root filesystem: it runs
 # with readOnlyRootFilesystem (the socket lives on an emptyDir mounted by the injector).
 #
 #   docker build -t denylist:dev .
@@ -27,9 +27,10 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked \
-        --bin denylist-sidecar --bin denylistctl --bin denylist-injector \
+        --bin denylist-sidecar --bin denylistctl --bin denylist-injector --bin denylist-receiver \
     && mkdir -p /out \
-    && cp target/release/denylist-sidecar target/release/denylistctl target/release/denylist-injector /out/
+    && cp target/release/denylist-sidecar target/release/denylistctl target/release/denylist-injector \
+        target/release/denylist-receiver /out/
 
 # glibc and libgcc only; TLS and crypto are linked statically (rustls with aws-lc-rs).
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -33,6 +33,10 @@ echo "==> fuzzing: every cargo-fuzz target briefly (scripts/fuzz.sh, ${FUZZ_SECO
 # catches a target that no longer builds; the 10-minute runs are scripts/fuzz.sh's
 # default use with FUZZ_SECONDS=600 (fuzz/README.md).
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" ./scripts/fuzz.sh
+echo "==> fuzz corpus checks on stable (cargo test --manifest-path fuzz/Cargo.toml)"
+# Every committed seed and regression input passes its target's checks, and the seeds
+# are still what their generators write (fuzz/tests/corpus.rs).
+cargo test --manifest-path fuzz/Cargo.toml --locked
 
 # Last, so the test runners' summaries close the output.
 echo "==> tests"

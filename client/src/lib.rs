@@ -30,6 +30,7 @@ pub mod ids;
 pub mod layer;
 pub mod nats;
 pub mod publisher;
+pub mod receiver;
 pub mod render;
 pub mod replay;
 pub mod snapshot;

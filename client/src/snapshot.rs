@@ -7,6 +7,9 @@
 //! then replays only the events after the covered sequence, so its time to ready
 //! depends on the events since the last snapshot, not on the size of the denylist.
 //!
+//! The object is dense (zstd-compressed columns, about a fifth of the length-delimited
+//! encoding); its bucket's stream allows direct gets, which is how sidecars read it.
+//!
 //! Building one reads the events after the previous snapshot (or the whole stream)
 //! and checks every event's signature against the trusted publisher keys before it
 //! goes in: the snapshot's single signature vouches for all of them, so nothing
@@ -256,6 +259,7 @@ async fn open_or_create_bucket(
     replicas: usize,
 ) -> Result<object_store::ObjectStore, SnapshotStoreError> {
     if let Ok(store) = js.get_object_store(bucket).await {
+        allow_direct_gets(js, bucket).await?;
         return Ok(store);
     }
     js.create_object_store(object_store::Config {
@@ -266,6 +270,31 @@ async fn open_or_create_bucket(
     })
     .await
     .map_err(|e| store_error(bucket, e))
+}
+
+/// Turns on direct gets on the bucket's stream if it was created without them (not by
+/// async-nats, which sets them): sidecars read snapshots with direct gets only, and no
+/// consumer.
+async fn allow_direct_gets(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<(), SnapshotStoreError> {
+    let stream = js
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .map_err(|e| store_error(bucket, e))?;
+    let config = &stream.cached_info().config;
+    if config.allow_direct {
+        return Ok(());
+    }
+    let config = jetstream::stream::Config {
+        allow_direct: true,
+        ..config.clone()
+    };
+    js.update_stream(config)
+        .await
+        .map_err(|e| store_error(bucket, format!("turning on direct gets: {e}")))?;
+    Ok(())
 }
 
 /// The latest snapshot object's bytes, or `None` when there is none.

@@ -4,13 +4,14 @@
 #
 #   deploy/scripts/gen-nats-nkeys.sh [--out DIR]      (default DIR: ./nats-nkeys)
 #
-# Writes, for each user sidecar, security, admin and heartbeat:
+# Writes, for each user sidecar, security, admin, heartbeat and receiver:
 #   DIR/<user>.nk    the seed (SU...): the secret the client signs with; mode 0600
 #   DIR/<user>.pub   the public key (U...): what the server's config names
 # and prints the kubectl commands that create the Secrets the manifests expect:
-#   nats-users                  (denylist-system)  the four public keys, read by nats.conf
+#   nats-users                  (denylist-system)  the public keys, read by nats.conf
 #   denylist-stream-admin-nats  (denylist-system)  admin.nk, for the stream-init Job
 #   denylist-heartbeat-nats     (denylist-system)  heartbeat.nk, for `denylistctl heartbeat`
+#   denylist-receiver-nats      (denylist-system)  receiver.nk, for `denylist-receiver`
 #   denylist-sidecar-nats       (each app namespace) sidecar.nk, mounted into every sidecar
 # security.nk belongs to the security team (their denylistctl); keep it out of the cluster.
 set -euo pipefail
@@ -80,7 +81,7 @@ def encode(raw):
 
 USER, SEED = 20 << 3, 18 << 3
 out = sys.argv[1]
-for name in ("sidecar", "security", "admin", "heartbeat"):
+for name in ("sidecar", "security", "admin", "heartbeat", "receiver"):
     seed = os.urandom(32)
     seed_text = encode(bytes([SEED | (USER >> 5), (USER & 31) << 3]) + seed)
     public = encode(bytes([USER]) + public_key(seed))
@@ -92,13 +93,14 @@ PY
 chmod 0644 "$OUT"/*.pub
 
 cat <<MSG
-wrote $OUT/{sidecar,security,admin,heartbeat}.{nk,pub}
+wrote $OUT/{sidecar,security,admin,heartbeat,receiver}.{nk,pub}
 
 Create the Secrets (replace denylist-example with each namespace that runs sidecars):
   kubectl -n denylist-system create secret generic nats-users \\
-      --from-file=sidecar.pub=$OUT/sidecar.pub --from-file=security.pub=$OUT/security.pub --from-file=admin.pub=$OUT/admin.pub --from-file=heartbeat.pub=$OUT/heartbeat.pub
+      --from-file=sidecar.pub=$OUT/sidecar.pub --from-file=security.pub=$OUT/security.pub --from-file=admin.pub=$OUT/admin.pub --from-file=heartbeat.pub=$OUT/heartbeat.pub --from-file=receiver.pub=$OUT/receiver.pub
   kubectl -n denylist-system create secret generic denylist-stream-admin-nats --from-file=admin.nk=$OUT/admin.nk
   kubectl -n denylist-system create secret generic denylist-heartbeat-nats --from-file=heartbeat.nk=$OUT/heartbeat.nk
+  kubectl -n denylist-system create secret generic denylist-receiver-nats --from-file=receiver.nk=$OUT/receiver.nk
   kubectl -n denylist-example create secret generic denylist-sidecar-nats --from-file=sidecar.nk=$OUT/sidecar.nk
 Give $OUT/security.nk to the security team, then delete the seeds you no longer need.
 MSG

@@ -1,15 +1,18 @@
 //! `snapshot_open`: the snapshot opener on arbitrary bytes.
 //!
-//! The first byte picks the mode: even, the rest is a whole snapshot object; odd, the
-//! rest is a snapshot *body* that the fixture signs with a trusted key (the next byte
-//! is the event count the manifest claims), so the body's decoding runs behind a
-//! valid signature — where the fuzzer could never get on its own.
+//! The first byte picks the mode (modulo 3): 0, the rest is a whole snapshot object;
+//! 1, the rest is a length-delimited snapshot *body* that the fixture signs with a
+//! trusted key (the next byte is the event count the manifest claims); 2, the rest is a
+//! dense body (zstd blocks of columns) that the fixture signs with the event count and
+//! sizes its block headers add up to. So the bodies' decoding — zstd, the columns, the
+//! expansion — runs behind a valid signature, where the fuzzer could never get alone.
 //!
 //! Invariants: nothing panics; an object opens only if its head carries a signature
 //! by the trusted key over [`SIGNING_PREFIX`] and the manifest (checked here without
 //! the snapshot module); reading the events and reading the parts of a split agree;
 //! every event a snapshot yields is one the live path (prost, [`Event::from_proto`])
-//! decodes to the same event, so a snapshot never applies what the stream refuses.
+//! decodes to the same event, so a snapshot never applies what the stream refuses;
+//! events read from a snapshot, sealed again in either encoding, read back the same.
 
 use std::sync::OnceLock;
 
@@ -20,7 +23,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use denylist_proto::envelope::TrustedKeys;
 use denylist_proto::events::{Action, Event, Revoke, RuleKind};
 use denylist_proto::pb;
-use denylist_proto::snapshot::{Manifest, SIGNING_PREFIX, SnapshotError, open, seal};
+use denylist_proto::snapshot::{
+    Encoding, Manifest, SIGNING_PREFIX, SnapshotError, open, seal, seal_with,
+};
 use prost::Message as _;
 
 use crate::fixture::{Bytes, NOW_MS, keys};
@@ -43,40 +48,88 @@ fn manifest() -> Manifest {
     }
 }
 
-/// Signs `body` as a snapshot claiming `event_count` events, as `seal` would.
-pub fn seal_body(body: &[u8], event_count: u64) -> Vec<u8> {
+/// The head that signs `body` as a length-delimited snapshot claiming `event_count`
+/// events, as `seal_with` would.
+fn seal_body(body: &[u8], event_count: u64) -> Vec<u8> {
+    sign(pb::SnapshotManifest {
+        event_count,
+        ..body_manifest(body)
+    })
+}
+
+/// The head that signs `body` as a dense snapshot, with the event count and sizes its
+/// block headers add up to (as far as they can be read).
+fn seal_dense_body(body: &[u8]) -> Vec<u8> {
+    let (mut rest, mut sums) = (body, [0u64; 3]);
+    'blocks: while !rest.is_empty() {
+        let mut header = [0u64; 4];
+        for value in &mut header {
+            match prost::encoding::decode_varint(&mut rest) {
+                Ok(v) => *value = v,
+                // A header cut short: the reader refuses the body anyway.
+                Err(_) => break 'blocks,
+            }
+        }
+        for (sum, value) in sums.iter_mut().zip(header) {
+            *sum = sum.saturating_add(value);
+        }
+        let frame = usize::try_from(header[3]).unwrap_or(usize::MAX);
+        rest = rest.get(frame..).unwrap_or_default();
+    }
+    sign(pb::SnapshotManifest {
+        event_count: sums[0],
+        encoding: pb::SnapshotEncoding::DenseZstd as i32,
+        decoded_len: sums[1],
+        events_len: sums[2],
+        ..body_manifest(body)
+    })
+}
+
+/// The fixture's manifest, binding `body`.
+fn body_manifest(body: &[u8]) -> pb::SnapshotManifest {
     let m = manifest();
-    let manifest = pb::SnapshotManifest {
+    pb::SnapshotManifest {
         stream: m.stream,
         stream_created_unix_nanos: m.stream_created_unix_nanos,
         covered_sequence: m.covered_sequence,
         created_at_ms: m.created_at_ms,
-        event_count,
         body_len: body.len() as u64,
         body_sha256: digest(&SHA256, body).as_ref().to_vec(),
+        ..Default::default()
     }
-    .encode_to_vec();
+}
+
+/// The head of an object: `manifest` signed by the trusted key, length-delimited (the
+/// body it binds goes after it).
+fn sign(manifest: pb::SnapshotManifest) -> Vec<u8> {
+    let manifest = manifest.encode_to_vec();
     let mut signed = SIGNING_PREFIX.to_vec();
     signed.extend_from_slice(&manifest);
-    let mut object = pb::SignedSnapshot {
+    pb::SignedSnapshot {
         signature: keys().sign_as_publisher(&signed),
         key_id: keys().publisher.key_id().to_owned(),
         manifest,
     }
-    .encode_length_delimited_to_vec();
-    object.extend_from_slice(body);
-    object
+    .encode_length_delimited_to_vec()
 }
 
 /// The object an input stands for; see the module docs.
 pub fn object(data: &[u8]) -> Vec<u8> {
     let mut input = Bytes::new(data);
-    if input.byte().is_multiple_of(2) {
-        input.rest().to_vec()
-    } else {
-        let count = u64::from(input.byte());
-        seal_body(input.rest(), count)
-    }
+    let (mut object, body) = match input.byte() % 3 {
+        0 => return input.rest().to_vec(),
+        1 => {
+            let count = u64::from(input.byte());
+            let body = input.rest();
+            (seal_body(body, count), body)
+        }
+        _ => {
+            let body = input.rest();
+            (seal_dense_body(body), body)
+        }
+    };
+    object.extend_from_slice(body);
+    object
 }
 
 /// Runs one input; panics if an invariant breaks.
@@ -88,17 +141,44 @@ pub fn run(data: &[u8]) -> Outcome {
     check_signed(&object);
 
     let events: Vec<Result<Event, SnapshotError>> = opened.events().collect();
-    // Every event yielded is the live path's reading of the same bytes.
-    let messages = framed_messages(&object);
-    for (event, message) in events.iter().zip(&messages) {
-        if let Ok(event) = event {
-            let live = pb::RevocationEvent::decode(*message)
-                .map_err(|e| e.to_string())
-                .and_then(|ev| Event::from_proto(ev).map_err(|e| e.to_string()));
-            assert_eq!(live.as_ref(), Ok(event), "snapshot and live path differ");
+    if opened.encoding() == Encoding::LengthDelimited {
+        // Every event yielded is the live path's reading of the same bytes.
+        let messages = framed_messages(&object);
+        for (event, message) in events.iter().zip(&messages) {
+            if let Ok(event) = event {
+                let live = pb::RevocationEvent::decode(*message)
+                    .map_err(|e| e.to_string())
+                    .and_then(|ev| Event::from_proto(ev).map_err(|e| e.to_string()));
+                assert_eq!(live.as_ref(), Ok(event), "snapshot and live path differ");
+            }
+        }
+    } else {
+        // A dense body expands to messages first; every event it yields is one the live
+        // path reads the same from its protobuf form.
+        for event in events.iter().flatten() {
+            assert_eq!(
+                Event::from_proto(event.to_proto()).as_ref(),
+                Ok(event),
+                "a dense snapshot yields an event the live path reads otherwise"
+            );
         }
     }
     let all_ok = events.iter().all(Result::is_ok);
+    if all_ok {
+        let read: Vec<Event> = events.iter().flatten().cloned().collect();
+        for encoding in [Encoding::DenseZstd, Encoding::LengthDelimited] {
+            let again = seal_with(&manifest(), &read, &keys().publisher, encoding);
+            let reread: Result<Vec<Event>, _> = open(&again, trusted())
+                .expect("a sealed snapshot opens")
+                .events()
+                .collect();
+            assert_eq!(
+                reread.as_ref(),
+                Ok(&read),
+                "{encoding:?} round trip differs"
+            );
+        }
+    }
     for parts in [1, 2, 3, 7] {
         match opened.split(parts) {
             Ok(split) => {
@@ -197,6 +277,17 @@ pub fn seeds() -> Vec<Seed> {
         },
     ];
     let sealed = seal(&manifest(), &events, &keys().publisher);
+    let legacy = seal_with(
+        &manifest(),
+        &events,
+        &keys().publisher,
+        Encoding::LengthDelimited,
+    );
+    let dense_body = {
+        let mut rest = sealed.as_slice();
+        let head_len = prost::decode_length_delimiter(&mut rest).expect("a sealed head");
+        rest[head_len..].to_vec()
+    };
     let mut body = Vec::new();
     for e in &events {
         e.to_proto()
@@ -216,8 +307,19 @@ pub fn seeds() -> Vec<Seed> {
     prost::encoding::encode_varint(deep.len() as u64, &mut deep_body);
     deep_body.extend_from_slice(&deep);
     let count = |n: u8, body: &[u8]| [&[1, n], body].concat();
+    let mut dense_cut = dense_body.clone();
+    dense_cut.truncate(dense_body.len() - 3);
     vec![
         ("object-sealed", [&[0], sealed.as_slice()].concat()),
+        (
+            "object-length-delimited",
+            [&[0], legacy.as_slice()].concat(),
+        ),
+        ("dense-body", [&[2], dense_body.as_slice()].concat()),
+        (
+            "dense-body-truncated",
+            [&[2], dense_cut.as_slice()].concat(),
+        ),
         (
             "object-empty",
             [&[0], seal(&manifest(), &[], &keys().publisher).as_slice()].concat(),

@@ -3,15 +3,20 @@
 //! replaying — and checking the Ed25519 signature of — every event.
 //!
 //! An object is a length-delimited [`pb::SignedSnapshot`] (the signed
-//! [`pb::SnapshotManifest`]) followed by the body: the `RevocationEvent`s, each
-//! length-delimited, in stream order. The manifest binds the body by its length and
-//! SHA-256, and the stream by its name and creation time, so a snapshot can neither
-//! be altered nor loaded against a recreated stream whose sequences restarted.
+//! [`pb::SnapshotManifest`]) followed by the body, in one of two [`Encoding`]s the
+//! manifest names: [`Encoding::DenseZstd`] (written since issue 10: blocks of
+//! column-wise events compressed with zstd, about a fifth of the size; see [`dense`])
+//! or [`Encoding::LengthDelimited`] (the `RevocationEvent`s, each length-delimited, in
+//! stream order; still read). The manifest binds the body by its length and SHA-256,
+//! and the stream by its name and creation time, so a snapshot can neither be altered
+//! nor loaded against a recreated stream whose sequences restarted.
 //!
 //! A snapshot is trusted exactly as an event is: signed by one of the sidecar's
 //! trusted publisher keys. The signature covers [`SIGNING_PREFIX`] followed by the
 //! manifest bytes; the prefix is not a valid protobuf start, so no snapshot
 //! signature can pass as an event's and no event signature as a snapshot's.
+
+use std::sync::OnceLock;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use prost::Message as _;
@@ -28,6 +33,21 @@ pub const OBJECT_NAME: &str = "latest";
 
 /// Largest signed head accepted: a manifest is about a hundred bytes.
 const MAX_HEAD_LEN: usize = 64 * 1024;
+
+mod dense;
+
+pub use dense::MAX_DECODED_LEN;
+
+/// How a snapshot body is encoded; named by its signed manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The `RevocationEvent`s, each length-delimited, in stream order: what every
+    /// snapshot before issue 10 holds.
+    LengthDelimited,
+    /// Blocks of events stored column by column and compressed with zstd; see
+    /// docs/EVENTS.md. What [`seal`] writes.
+    DenseZstd,
+}
 
 /// The object store bucket that holds a stream's snapshots unless configured otherwise.
 pub fn default_bucket(stream: &str) -> String {
@@ -105,16 +125,41 @@ pub enum SnapshotError {
     },
 }
 
-/// Encodes and signs a snapshot of `events` (in stream order). `manifest.event_count`
-/// is set from `events`.
+/// Encodes and signs a snapshot of `events` (in stream order), dense
+/// ([`Encoding::DenseZstd`]). `manifest.event_count` is set from `events`.
 pub fn seal(manifest: &Manifest, events: &[Event], key: &SigningKey) -> Vec<u8> {
-    let mut body = Vec::new();
-    for event in events {
-        event
-            .to_proto()
-            .encode_length_delimited(&mut body)
-            .expect("a Vec grows as needed");
-    }
+    seal_with(manifest, events, key, Encoding::DenseZstd)
+}
+
+/// [`seal`] in the given encoding (the length-delimited one for tests, benchmarks and
+/// a fleet whose sidecars predate the dense one).
+pub fn seal_with(
+    manifest: &Manifest,
+    events: &[Event],
+    key: &SigningKey,
+    encoding: Encoding,
+) -> Vec<u8> {
+    let (body, encoding, decoded_len, events_len) = match encoding {
+        Encoding::LengthDelimited => {
+            let mut body = Vec::new();
+            for event in events {
+                event
+                    .to_proto()
+                    .encode_length_delimited(&mut body)
+                    .expect("a Vec grows as needed");
+            }
+            (body, pb::SnapshotEncoding::LengthDelimited, 0, 0)
+        }
+        Encoding::DenseZstd => {
+            let dense = dense::encode(events);
+            (
+                dense.body,
+                pb::SnapshotEncoding::DenseZstd,
+                dense.decoded_len,
+                dense.events_len,
+            )
+        }
+    };
     let manifest = pb::SnapshotManifest {
         stream: manifest.stream.clone(),
         stream_created_unix_nanos: manifest.stream_created_unix_nanos,
@@ -123,6 +168,9 @@ pub fn seal(manifest: &Manifest, events: &[Event], key: &SigningKey) -> Vec<u8> 
         event_count: events.len() as u64,
         body_len: body.len() as u64,
         body_sha256: digest(&SHA256, &body).as_ref().to_vec(),
+        encoding: encoding as i32,
+        decoded_len,
+        events_len,
     }
     .encode_to_vec();
     let mut signed_bytes = SIGNING_PREFIX.to_vec();
@@ -144,12 +192,24 @@ pub struct Opened<'a> {
     pub manifest: Manifest,
     /// The publisher key that signed it.
     pub key_id: String,
-    body: &'a [u8],
+    body: Body<'a>,
+}
+
+/// A checked body, by encoding.
+#[derive(Debug)]
+enum Body<'a> {
+    LengthDelimited(&'a [u8]),
+    Dense {
+        blocks: Vec<dense::BlockRef<'a>>,
+        /// Each block expanded to length-delimited events, once decoded.
+        expanded: OnceLock<Result<Vec<Vec<u8>>, SnapshotError>>,
+    },
 }
 
 /// Checks a snapshot object: the head's signature by a trusted key first, then the
-/// manifest, then the body's length and SHA-256. Nothing of the body is decoded here;
-/// [`Opened::events`] decodes it one event at a time.
+/// manifest, then the body's length and SHA-256, and for a dense body its block
+/// headers against the sizes the manifest declares. Nothing is decompressed or
+/// decoded here; [`Opened::split`] and [`Opened::events`] do that.
 pub fn open<'a>(object: &'a [u8], trusted: &TrustedKeys) -> Result<Opened<'a>, SnapshotError> {
     let mut rest = object;
     let head_len = prost::decode_length_delimiter(&mut rest)
@@ -179,6 +239,24 @@ pub fn open<'a>(object: &'a [u8], trusted: &TrustedKeys) -> Result<Opened<'a>, S
     if digest(&SHA256, body).as_ref() != manifest.body_sha256.as_slice() {
         return Err(SnapshotError::Body("SHA-256 differs".to_owned()));
     }
+    let body = match pb::SnapshotEncoding::try_from(manifest.encoding) {
+        Ok(pb::SnapshotEncoding::LengthDelimited) => Body::LengthDelimited(body),
+        Ok(pb::SnapshotEncoding::DenseZstd) => Body::Dense {
+            blocks: dense::blocks(
+                body,
+                manifest.event_count,
+                manifest.decoded_len,
+                manifest.events_len,
+            )?,
+            expanded: OnceLock::new(),
+        },
+        Err(_) => {
+            return Err(SnapshotError::Decode(format!(
+                "manifest: unknown body encoding {} (written by a newer denylistctl?)",
+                manifest.encoding
+            )));
+        }
+    };
     Ok(Opened {
         manifest: Manifest {
             stream: manifest.stream,
@@ -193,23 +271,92 @@ pub fn open<'a>(object: &'a [u8], trusted: &TrustedKeys) -> Result<Opened<'a>, S
 }
 
 impl<'a> Opened<'a> {
+    /// How the body is encoded.
+    pub fn encoding(&self) -> Encoding {
+        match self.body {
+            Body::LengthDelimited(_) => Encoding::LengthDelimited,
+            Body::Dense { .. } => Encoding::DenseZstd,
+        }
+    }
+
     /// The events, decoded and validated one at a time, in stream order. Ends with an
     /// error if the body holds a different number of events than the manifest says.
-    pub fn events(&self) -> Events<'a> {
+    /// A dense body is decompressed first, on this thread.
+    pub fn events(&self) -> Events<'_> {
+        let (chunks, failed) = match &self.body {
+            Body::LengthDelimited(body) => (vec![*body], None),
+            Body::Dense { .. } => match self.expanded(1) {
+                Ok(blocks) => (blocks.iter().map(Vec::as_slice).collect(), None),
+                Err(e) => (Vec::new(), Some(e)),
+            },
+        };
         Events {
-            framed: Framed::new(self.body, 0),
+            framed: Framed::new(chunks, 0),
             expected: self.manifest.event_count,
+            failed,
             done: false,
         }
     }
 
     /// The body cut into at most `parts` runs of consecutive events of about equal
-    /// size, in stream order, so that several threads can decode it. Reads only the
-    /// framing (no event is decoded), and checks it and the event count first.
-    pub fn split(&self, parts: usize) -> Result<Vec<Part<'a>>, SnapshotError> {
-        let target = self.body.len().div_ceil(parts.max(1)).max(1);
+    /// size, in stream order, so that several threads can decode it. A dense body is
+    /// decompressed and expanded here, on up to `parts` threads (once: the result is
+    /// kept); a length-delimited one is only walked for its framing. No event is
+    /// decoded, and the framing and event count are checked first.
+    pub fn split(&self, parts: usize) -> Result<Vec<Part<'_>>, SnapshotError> {
+        match &self.body {
+            Body::LengthDelimited(body) => self.split_framed(body, parts),
+            Body::Dense { blocks, .. } => {
+                let count = blocks.iter().map(|b| b.events).sum();
+                if count != self.manifest.event_count {
+                    return Err(count_mismatch(count, self.manifest.event_count));
+                }
+                let expanded = self.expanded(parts)?;
+                let total: usize = expanded.iter().map(Vec::len).sum();
+                let target = total.div_ceil(parts.max(1)).max(1);
+                let mut split: Vec<Part<'_>> = Vec::with_capacity(parts);
+                let (mut first, mut size) = (0u64, 0usize);
+                let mut current = Part {
+                    first: 0,
+                    chunks: Vec::new(),
+                };
+                for (block, bytes) in blocks.iter().zip(expanded) {
+                    current.chunks.push(bytes);
+                    first += block.events;
+                    size += bytes.len();
+                    if size >= target {
+                        let next = Part {
+                            first,
+                            chunks: Vec::new(),
+                        };
+                        split.push(std::mem::replace(&mut current, next));
+                        size = 0;
+                    }
+                }
+                if !current.chunks.is_empty() {
+                    split.push(current);
+                }
+                Ok(split)
+            }
+        }
+    }
+
+    /// A dense body's blocks, expanded (on up to `threads` threads the first time).
+    fn expanded(&self, threads: usize) -> Result<&[Vec<u8>], SnapshotError> {
+        let Body::Dense { blocks, expanded } = &self.body else {
+            unreachable!("only a dense body is expanded");
+        };
+        expanded
+            .get_or_init(|| dense::decode_all(blocks, threads))
+            .as_ref()
+            .map(Vec::as_slice)
+            .map_err(Clone::clone)
+    }
+
+    fn split_framed(&self, body: &'a [u8], parts: usize) -> Result<Vec<Part<'a>>, SnapshotError> {
+        let target = body.len().div_ceil(parts.max(1)).max(1);
         let mut split = Vec::with_capacity(parts);
-        let (mut rest, mut start, mut first, mut index) = (self.body, 0usize, 0u64, 0u64);
+        let (mut rest, mut start, mut first, mut index) = (body, 0usize, 0u64, 0u64);
         while !rest.is_empty() {
             let len = prost::decode_length_delimiter(&mut rest)
                 .ok()
@@ -220,11 +367,11 @@ impl<'a> Opened<'a> {
                 })?;
             rest = &rest[len..];
             index += 1;
-            let end = self.body.len() - rest.len();
+            let end = body.len() - rest.len();
             if end - start >= target || rest.is_empty() {
                 split.push(Part {
                     first,
-                    bytes: &self.body[start..end],
+                    chunks: vec![&body[start..end]],
                 });
                 (start, first) = (end, index);
             }
@@ -241,32 +388,35 @@ fn count_mismatch(found: u64, expected: u64) -> SnapshotError {
 }
 
 /// Consecutive events of a snapshot body; see [`Opened::split`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Part<'a> {
     /// Index of the first event in the body.
     first: u64,
-    bytes: &'a [u8],
+    /// Length-delimited events, one run after the other (a dense body's blocks).
+    chunks: Vec<&'a [u8]>,
 }
 
 impl<'a> Part<'a> {
     /// The events, decoded and validated without copying, in stream order; reading
     /// stops at the first invalid one.
     pub fn events(&self) -> Framed<'a> {
-        Framed::new(self.bytes, self.first)
+        Framed::new(self.chunks.clone(), self.first)
     }
 }
 
 /// Length-delimited events decoded as [`EventRef`]s; see [`Part::events`].
 #[derive(Debug)]
 pub struct Framed<'a> {
+    chunks: std::vec::IntoIter<&'a [u8]>,
     rest: &'a [u8],
     index: u64,
 }
 
 impl<'a> Framed<'a> {
-    fn new(bytes: &'a [u8], first: u64) -> Self {
+    fn new(chunks: Vec<&'a [u8]>, first: u64) -> Self {
         Self {
-            rest: bytes,
+            chunks: chunks.into_iter(),
+            rest: &[],
             index: first,
         }
     }
@@ -290,8 +440,8 @@ impl<'a> Iterator for Framed<'a> {
     type Item = Result<EventRef<'a>, SnapshotError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
+        while self.rest.is_empty() {
+            self.rest = self.chunks.next()?;
         }
         let index = self.index;
         self.index += 1;
@@ -299,6 +449,7 @@ impl<'a> Iterator for Framed<'a> {
         if decoded.is_err() {
             // The framing may be lost: stop rather than read garbage as events.
             self.rest = &[];
+            self.chunks = Vec::new().into_iter();
         }
         Some(decoded.map_err(|source| SnapshotError::Event { index, source }))
     }
@@ -309,6 +460,8 @@ impl<'a> Iterator for Framed<'a> {
 pub struct Events<'a> {
     framed: Framed<'a>,
     expected: u64,
+    /// Why a dense body could not be expanded: the only item.
+    failed: Option<SnapshotError>,
     done: bool,
 }
 
@@ -318,6 +471,10 @@ impl Iterator for Events<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
+        }
+        if let Some(e) = self.failed.take() {
+            self.done = true;
+            return Some(Err(e));
         }
         match self.framed.next() {
             Some(Ok(event)) => Some(Ok(event.to_event())),

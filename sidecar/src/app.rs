@@ -77,6 +77,14 @@ pub enum AppError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(String),
+    /// The local state's directory (`state.dir`) cannot be created.
+    #[error("state.dir {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The bound listeners.
@@ -341,7 +349,7 @@ impl App {
                 .map(|i| i.max_lifetime)
                 .max()
                 .unwrap_or_default();
-            let follower = StreamFollower::new(
+            let mut follower = StreamFollower::new(
                 nats.client.clone(),
                 &self.config.nats,
                 nats.trusted,
@@ -350,6 +358,22 @@ impl App {
                 Arc::clone(&self.clock),
                 longest,
             );
+            let identity = crate::state::Identity::of(&self.config.nats);
+            if let Some(store) = crate::state::LocalStore::new(&self.config.state, identity) {
+                let (pending, recorder, writer) = store
+                    .open(
+                        Arc::clone(&self.denylist),
+                        Arc::clone(&self.freshness),
+                        Arc::clone(&self.clock),
+                    )
+                    .await
+                    .map_err(|source| AppError::StateDir {
+                        path: self.config.state.dir.clone().unwrap_or_default(),
+                        source,
+                    })?;
+                follower = follower.with_local_state(pending, recorder);
+                tasks.spawn(writer.run(stop_rx.clone()));
+            }
             tasks.spawn(follower.run(stop_rx.clone()));
             tasks.spawn(crate::fleet::answer_status_requests(
                 nats.client.clone(),

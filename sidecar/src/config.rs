@@ -16,9 +16,11 @@ use crate::algorithm::{Algorithm, KeyFamily};
 
 mod authz;
 mod nats;
+mod state;
 
 pub use authz::{ExtAuthzConfig, ForwardAuthConfig};
 pub use nats::NatsConfig;
+pub use state::StateConfig;
 
 /// Largest `denylist.expected_entries`: a Bloom filter of ~180 MB at 0.1 %.
 const MAX_EXPECTED_ENTRIES: usize = 100_000_000;
@@ -46,6 +48,8 @@ pub mod env {
     pub const REVOCATIONS_FILE: &str = "DENYLIST_REVOCATIONS_FILE";
     /// Kubernetes downward-API pod name, used as the default name.
     pub const POD_NAME: &str = "POD_NAME";
+    /// Directory of the local state (`state.dir`; empty turns it off).
+    pub const STATE_DIR: &str = "DENYLIST_STATE_DIR";
 }
 
 /// A configuration error: which file, which field, what is wrong.
@@ -107,6 +111,8 @@ pub struct Config {
     pub forward_auth: ForwardAuthConfig,
     /// NATS JetStream connection, for `denylist.source = "nats"`.
     pub nats: NatsConfig,
+    /// The last applied state on local disk (fleet mode).
+    pub state: StateConfig,
     /// How long SIGTERM waits for in-flight calls before exiting anyway. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -125,6 +131,7 @@ impl Default for Config {
             ext_authz: ExtAuthzConfig::default(),
             forward_auth: ForwardAuthConfig::default(),
             nats: NatsConfig::default(),
+            state: StateConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             issuers: Vec::new(),
         }
@@ -485,6 +492,9 @@ impl Config {
         if let Some(v) = lookup(env::REVOCATIONS_FILE).filter(|v| !v.is_empty()) {
             self.denylist.file = Some(PathBuf::from(v));
         }
+        if let Some(v) = lookup(env::STATE_DIR) {
+            self.state.dir = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
         if self.name.is_empty() {
             self.name = lookup(env::POD_NAME)
                 .or_else(|| lookup("HOSTNAME"))
@@ -595,6 +605,7 @@ impl Config {
         if d.prune_interval < Duration::from_secs(1) {
             return Err(invalid("denylist.prune_interval", "must be at least 1s"));
         }
+        self.state.validate(d.source)?;
         if self.shutdown_grace > Duration::from_secs(600) {
             return Err(invalid("shutdown_grace", "must be at most 10 minutes"));
         }

@@ -521,6 +521,16 @@ impl Denylist {
         Ok(part)
     }
 
+    /// When the rules of `event` may be dropped (Unix seconds, expiry grace included),
+    /// as [`Denylist::apply`] computes it; `None` for a lift. For whoever keeps a copy of
+    /// the live events (the local state), so that it forgets an event when this does.
+    pub fn event_drop_at(&self, event: &EventRef<'_>) -> Option<i64> {
+        match event.action {
+            ActionRef::Revoke(revoke) => Some(self.drop_at(event, &revoke, self.clock.now_secs())),
+            ActionRef::Lift { .. } => None,
+        }
+    }
+
     /// Registers a watcher for a token's facts, under every key a rule could match
     /// them by (the same ones [`Denylist::is_revoked`] looks up). Register before the
     /// first check; then, after each [`Watcher::woken`], check again: the watcher is

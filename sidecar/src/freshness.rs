@@ -76,6 +76,20 @@ impl Freshness {
         }
     }
 
+    /// When the source was last heard from (Unix ms), if it has been.
+    pub fn last_heard_ms(&self) -> Option<i64> {
+        Some(self.last_heard_ms.load(Ordering::Acquire)).filter(|&ms| ms != 0)
+    }
+
+    /// Carries over when the source was last heard from before a restart (the local
+    /// state's record), so the age is the true one, not the time since this start.
+    /// Never moves the time back (something heard since wins), nor past now (a clock
+    /// that ran ahead before the restart must not make the state look fresher).
+    pub fn restore_heard(&self, at_ms: i64) {
+        let at_ms = at_ms.min(self.clock.now_ms());
+        self.last_heard_ms.fetch_max(at_ms, Ordering::AcqRel);
+    }
+
     /// Records the last applied sequence.
     pub fn set_sequence(&self, sequence: u64) {
         self.sequence.store(sequence, Ordering::Release);

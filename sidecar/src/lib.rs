@@ -23,6 +23,7 @@ pub mod jws;
 pub mod keys;
 pub mod publisher;
 pub mod standalone;
+pub mod state;
 pub mod sync;
 pub mod telemetry;
 #[cfg(test)]

@@ -38,9 +38,13 @@
 //! creation time, or a last sequence below ours) is followed from its start, with the
 //! rules already applied left in force.
 //!
-//! Before the first catch-up, a follower that has applied nothing loads the stream's
-//! signed snapshot when there is a valid one (see [`denylist_proto::snapshot`]), so
-//! it replays only the events after the snapshot's sequence.
+//! At the first stream info, a follower given a local state (see [`crate::state`])
+//! applies it if it is of this stream instance, and catches up from its sequence; when
+//! NATS does not answer, it applies it as it is and, if the staleness policy allows the
+//! state's age, turns ready from it. Else, a follower that has applied nothing loads
+//! the stream's signed snapshot when there is a valid one (see
+//! [`denylist_proto::snapshot`]), so it replays only the events after the snapshot's
+//! sequence.
 //!
 //! Events are applied only if signed by a trusted publisher; anything else is
 //! logged with its sequence, counted, and skipped — never applied, never fatal.
@@ -64,6 +68,7 @@ pub mod backoff;
 mod catch_up;
 pub mod direct;
 mod heartbeat;
+pub mod object;
 
 pub use catch_up::{StreamIdentity, load_snapshot};
 
@@ -263,6 +268,10 @@ pub struct StreamFollower {
     /// When this follower was made (Unix ms): events created before it are a backlog
     /// replayed at start, not propagation, and stay out of the publish → apply histogram.
     started_ms: i64,
+    /// The local state's writer, told everything applied (when `state.dir` is set).
+    state: Option<crate::state::Recorder>,
+    /// The local state read at start, until it is applied or refused.
+    pending_state: Option<crate::state::Checked>,
 }
 
 impl StreamFollower {
@@ -308,7 +317,22 @@ impl StreamFollower {
             warned_direct: false,
             refuted: None,
             snapshot_bucket: config.snapshots.then(|| config.snapshot_bucket()),
+            state: None,
+            pending_state: None,
         }
+    }
+
+    /// Records what is applied in a local state, and starts from `pending`, the state
+    /// read at start, if the stream confirms it (see the module docs).
+    #[must_use]
+    pub fn with_local_state(
+        mut self,
+        pending: Option<crate::state::Checked>,
+        recorder: crate::state::Recorder,
+    ) -> Self {
+        self.pending_state = pending;
+        self.state = Some(recorder);
+        self
     }
 
     /// Follows the stream until `shutdown` turns true. The heartbeat task runs beside it
@@ -368,6 +392,10 @@ impl StreamFollower {
                 let wait = retry_backoff.delay(retry);
                 retry = retry.saturating_add(1);
                 tracing::warn!(error = %e, applied = self.applied, retry_in = ?wait, "cannot catch up with the revocation stream");
+                if self.pending_state.is_some() {
+                    // NATS does not answer: the local state is the best there is.
+                    self.resume_from_state(None).await;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = crate::app::stopped(shutdown.clone()) => return,

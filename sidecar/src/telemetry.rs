@@ -166,6 +166,27 @@ pub fn describe_metrics() {
         "Attempts to start from the stream's snapshot, by outcome (loaded, missing, refused, error)"
     );
     describe_counter!(
+        "denylist_local_state_loads_total",
+        "Attempts to resume from the local state (state.dir), by outcome (loaded, missing, \
+         corrupt, foreign, recreated, error)"
+    );
+    describe_counter!(
+        "denylist_local_state_writes_total",
+        "Writes of the local state or its last-heard record, by result (ok, error)"
+    );
+    describe_gauge!(
+        "denylist_local_state_bytes",
+        "Size of the local state file last written, bytes"
+    );
+    describe_gauge!(
+        "denylist_local_state_sequence",
+        "Stream sequence the local state last written is at"
+    );
+    describe_gauge!(
+        "denylist_local_state_last_write_timestamp_seconds",
+        "When the local state was last written, Unix seconds"
+    );
+    describe_counter!(
         "denylist_key_fetches_total",
         "Key source loads (JWKS fetches, key file reads), by issuer and result (ok, error)"
     );
@@ -208,6 +229,7 @@ pub fn register_sync_metrics() {
     for outcome in SNAPSHOT_OUTCOMES {
         metrics::counter!("denylist_snapshot_loads_total", "outcome" => *outcome).increment(0);
     }
+    crate::state::register_metrics();
     let _ = metrics::histogram!("denylist_publish_to_apply_seconds");
     let _ = metrics::gauge!("denylist_stream_last_sequence");
 }

@@ -71,6 +71,14 @@ pub fn denylistctl_bin() -> anyhow::Result<PathBuf> {
     workspace_bin("denylistctl", DENYLISTCTL_BIN_ENV, "denylist-client")
 }
 
+/// Environment variable overriding the `denylist-receiver` binary to test.
+pub const RECEIVER_BIN_ENV: &str = "DENYLIST_RECEIVER_BIN";
+
+/// The `denylist-receiver` binary: `$DENYLIST_RECEIVER_BIN`, else the workspace build.
+pub fn receiver_bin() -> anyhow::Result<PathBuf> {
+    workspace_bin("denylist-receiver", RECEIVER_BIN_ENV, "denylist-client")
+}
+
 /// Whether the `denylistctl` binary has been built (its tests are skipped, loudly,
 /// until the client crate provides it).
 pub fn denylistctl_available() -> bool {

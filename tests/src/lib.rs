@@ -12,6 +12,8 @@
 //! - [`Fleet`]: one server, the stream, a publisher and N ready sidecars.
 //! - [`Denylistctl`]: the CLI as a child process, bounded; [`heartbeat`]: the fleet
 //!   heartbeat (`denylistctl heartbeat`) as a child process, forged heartbeats, metrics.
+//! - [`fleet_sim`]: the servers' own counters (`/jsz`, `/varz`) sampled for the fleet
+//!   simulator (`benches/fleet.rs`).
 //! - [`wait`]: every await bounded ([`within`]), every "eventually" polled with a
 //!   deadline ([`wait_until`], [`wait_for`]), never a bare sleep.
 //!
@@ -22,11 +24,13 @@ pub mod binaries;
 pub mod cli;
 pub mod events;
 pub mod fleet;
+pub mod fleet_sim;
 pub mod heartbeat;
 pub mod nats;
 pub mod proxy;
 pub mod sidecar;
 pub mod tokens;
+pub mod transmitter;
 pub mod wait;
 
 pub use cli::{CliOutput, Denylistctl};

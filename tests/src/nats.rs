@@ -84,6 +84,9 @@ pub struct NatsServer {
     cluster: Option<ClusterRole>,
     client_port: Option<u16>,
     cluster_port: Option<u16>,
+    /// The HTTP monitoring port (`/varz`, `/jsz`): picked by the first start, reused by
+    /// restarts.
+    monitor_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -109,6 +112,7 @@ impl NatsServer {
             cluster,
             client_port: None,
             cluster_port: None,
+            monitor_port: None,
             child: None,
         })
     }
@@ -122,6 +126,12 @@ impl NatsServer {
     pub fn port(&self) -> u16 {
         self.client_port
             .expect("a NatsServer knows its port once started")
+    }
+
+    /// The HTTP monitoring endpoint, `http://127.0.0.1:<port>` (`/varz`, `/jsz`: the
+    /// fleet simulator reads the server's own counters there). Stable across restarts.
+    pub fn monitor_url(&self) -> Option<String> {
+        self.monitor_port.map(|p| format!("http://127.0.0.1:{p}"))
     }
 
     /// The server name (`server_name` in its config; a cluster's stream leader is
@@ -206,6 +216,7 @@ impl NatsServer {
         writeln!(conf, "server_name: {}", serde_json::to_string(&self.name)?)?;
         writeln!(conf, "listen: \"127.0.0.1:{}\"", port(self.client_port))?;
         writeln!(conf, "ports_file_dir: {}", q(&dir.join("ports")))?;
+        writeln!(conf, "http: \"127.0.0.1:{}\"", port(self.monitor_port))?;
         writeln!(conf, "log_file: {}", q(&dir.join("nats.log")))?;
         writeln!(conf, "logtime: true")?;
         writeln!(conf, "jetstream {{")?;
@@ -298,6 +309,7 @@ impl NatsServer {
             );
         }
         self.client_port = Some(client_port);
+        self.monitor_port = ports.monitoring.first().and_then(|u| port_of(u));
         if self.cluster.is_some() {
             self.cluster_port = ports.cluster.first().and_then(|u| port_of(u));
             anyhow::ensure!(
@@ -340,6 +352,8 @@ struct PortsFile {
     nats: Vec<String>,
     #[serde(default)]
     cluster: Vec<String>,
+    #[serde(default)]
+    monitoring: Vec<String>,
 }
 
 fn find_ports_file(dir: &Path, suffix: &str) -> Option<PortsFile> {

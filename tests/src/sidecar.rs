@@ -97,6 +97,10 @@ pub struct SidecarOptions {
     /// Serve the HTTP admin endpoint on a free loopback port (see
     /// [`Sidecar::admin_addr`]). Off by default.
     pub admin: bool,
+    /// `state.dir`: the local state (`None`: off).
+    pub state_dir: Option<PathBuf>,
+    /// `state.interval`. Default 200 ms.
+    pub state_interval: Duration,
     /// `log.filter`.
     pub log_filter: String,
     /// Extra environment variables for the process.
@@ -129,6 +133,8 @@ impl SidecarOptions {
             prune_interval: Duration::from_secs(1),
             max_token_lifetime: Duration::from_secs(2 * 3600),
             admin: false,
+            state_dir: None,
+            state_interval: Duration::from_millis(200),
             log_filter: "info,denylist_sidecar=debug".to_owned(),
             env: Vec::new(),
         }
@@ -242,6 +248,15 @@ impl SidecarOptions {
             table(vec![("format", s("text")), ("filter", s(&self.log_filter))]),
         );
         root.insert("nats".into(), table(nats));
+        if let Some(dir) = &self.state_dir {
+            root.insert(
+                "state".into(),
+                table(vec![
+                    ("dir", s(&dir.display().to_string())),
+                    ("interval", d(self.state_interval)),
+                ]),
+            );
+        }
         root.insert("issuers".into(), Value::Array(issuers));
 
         let path = dir.join("sidecar.toml");
@@ -529,6 +544,34 @@ impl Sidecar {
         if let Some(mut child) = self.child.lock().expect("not poisoned").take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Stops the process gracefully (SIGTERM, as Kubernetes does) and waits, at most
+    /// `timeout`, for it to exit; returns its exit status. The temp dir is kept for
+    /// [`Sidecar::start_again`].
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.lock().expect("not poisoned").take() else {
+            anyhow::bail!("sidecar {} is not running", self.name);
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM failed: {sent}");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!(
+                    "sidecar {} did not exit within {timeout:?} of SIGTERM",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

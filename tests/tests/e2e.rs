@@ -22,8 +22,12 @@ mod fleet_status;
 mod harness;
 #[path = "e2e/heartbeat.rs"]
 mod heartbeat;
+#[path = "e2e/local_state.rs"]
+mod local_state;
 #[path = "e2e/propagation.rs"]
 mod propagation;
+#[path = "e2e/receiver.rs"]
+mod receiver;
 #[path = "e2e/scopes.rs"]
 mod scopes;
 #[path = "e2e/snapshot.rs"]

@@ -208,6 +208,8 @@ struct PodSidecar {
     image: String,
     config_map: String,
     nats_secret: Option<String>,
+    /// Mount the local state volume (`denylist.dev/local-state`).
+    local_state: bool,
     resources: SidecarResources,
 }
 
@@ -223,6 +225,7 @@ fn overrides(
         image: settings.image.clone(),
         config_map: settings.config_map.clone(),
         nats_secret: settings.nats_secret.clone(),
+        local_state: true,
         resources: settings.resources.clone(),
     };
     if let Some(image) = annotations.get(ANNOTATION_IMAGE) {
@@ -241,6 +244,18 @@ fn overrides(
             validate_object_name(name).map_err(|m| bad(ANNOTATION_NATS_SECRET, m))?;
             sidecar.nats_secret = Some(name.clone());
         }
+    }
+    if let Some(value) = annotations.get(ANNOTATION_LOCAL_STATE) {
+        sidecar.local_state = match value.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(bad(
+                    ANNOTATION_LOCAL_STATE,
+                    "must be \"true\" or \"false\"".into(),
+                ));
+            }
+        };
     }
     let r = &mut sidecar.resources;
     for (key, slot) in [
@@ -535,6 +550,17 @@ fn sidecar_volumes(sidecar: &PodSidecar) -> Vec<Volume> {
             ..Default::default()
         },
     ];
+    if sidecar.local_state {
+        volumes.push(Volume {
+            name: VOLUME_STATE.to_owned(),
+            // On disk, not in memory: it holds a copy of the live revocations. It survives
+            // container restarts (the point: no snapshot download), not the pod. No size
+            // limit: the sidecar bounds it (`state.max_bytes`, twice that during a write),
+            // and crossing a limit would evict the whole pod.
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
     if let Some(secret) = &sidecar.nats_secret {
         volumes.push(Volume {
             name: VOLUME_NATS_CREDENTIALS.to_owned(),
@@ -592,6 +618,21 @@ fn sidecar_container(settings: &InjectionSettings, sidecar: &PodSidecar) -> Cont
             ..Default::default()
         },
     ];
+    let mut env = vec![
+        env_value(ENV_SOCKET, SOCKET_PATH),
+        env_value(ENV_ADMIN, &settings.sidecar_admin_addr.to_string()),
+        env_value(ENV_LOG_FORMAT, "json"),
+        env_field(ENV_POD_NAME, "metadata.name"),
+        env_field(ENV_POD_NAMESPACE, "metadata.namespace"),
+    ];
+    if sidecar.local_state {
+        mounts.push(VolumeMount {
+            name: VOLUME_STATE.to_owned(),
+            mount_path: STATE_DIR.to_owned(),
+            ..Default::default()
+        });
+        env.push(env_value(ENV_STATE_DIR, STATE_DIR));
+    }
     if sidecar.nats_secret.is_some() {
         mounts.push(VolumeMount {
             name: VOLUME_NATS_CREDENTIALS.to_owned(),
@@ -607,13 +648,7 @@ fn sidecar_container(settings: &InjectionSettings, sidecar: &PodSidecar) -> Cont
         // Explicit, so the container does not depend on the image's entrypoint.
         command: Some(vec![SIDECAR_COMMAND.to_owned()]),
         args: Some(vec!["--config".to_owned(), CONFIG_FILE.to_owned()]),
-        env: Some(vec![
-            env_value(ENV_SOCKET, SOCKET_PATH),
-            env_value(ENV_ADMIN, &settings.sidecar_admin_addr.to_string()),
-            env_value(ENV_LOG_FORMAT, "json"),
-            env_field(ENV_POD_NAME, "metadata.name"),
-            env_field(ENV_POD_NAMESPACE, "metadata.namespace"),
-        ]),
+        env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some(SIDECAR_ADMIN_PORT_NAME.to_owned()),
             container_port: admin_port,

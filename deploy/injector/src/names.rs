@@ -14,6 +14,9 @@ pub const ANNOTATION_IMAGE: &str = "denylist.dev/image";
 pub const ANNOTATION_CONFIG: &str = "denylist.dev/config";
 /// Annotation override: name of the Secret holding the NATS credentials (empty: none).
 pub const ANNOTATION_NATS_SECRET: &str = "denylist.dev/nats-secret";
+/// Annotation override: `"false"` gives the sidecar no local state volume (default
+/// `"true"`).
+pub const ANNOTATION_LOCAL_STATE: &str = "denylist.dev/local-state";
 /// Annotation override: sidecar CPU request.
 pub const ANNOTATION_CPU_REQUEST: &str = "denylist.dev/cpu-request";
 /// Annotation override: sidecar CPU limit.
@@ -43,8 +46,17 @@ pub const VOLUME_SOCKET: &str = "denylist-socket";
 pub const VOLUME_CONFIG: &str = "denylist-config";
 /// Volume holding the sidecar's NATS credentials (from a Secret).
 pub const VOLUME_NATS_CREDENTIALS: &str = "denylist-nats-credentials";
+/// Volume holding the sidecar's local state (its last applied denylist), mounted into
+/// the sidecar alone: an app container that could write it could plant revocations or
+/// erase them for the next restart.
+pub const VOLUME_STATE: &str = "denylist-state";
 /// Every volume name the injector adds; a pod that already has one is denied.
-pub const VOLUMES: [&str; 3] = [VOLUME_SOCKET, VOLUME_CONFIG, VOLUME_NATS_CREDENTIALS];
+pub const VOLUMES: [&str; 4] = [
+    VOLUME_SOCKET,
+    VOLUME_CONFIG,
+    VOLUME_NATS_CREDENTIALS,
+    VOLUME_STATE,
+];
 
 /// Where the socket volume is mounted, in the sidecar and every app container.
 pub const SOCKET_DIR: &str = "/var/run/denylist";
@@ -54,6 +66,8 @@ pub const SOCKET_PATH: &str = "/var/run/denylist/sidecar.sock";
 pub const CONFIG_DIR: &str = "/etc/denylist";
 /// The config file the sidecar is started with (`--config`); the ConfigMap key is `config.toml`.
 pub const CONFIG_FILE: &str = "/etc/denylist/config.toml";
+/// Where the state volume is mounted in the sidecar (`state.dir`).
+pub const STATE_DIR: &str = "/var/lib/denylist";
 /// Where the NATS credentials Secret is mounted in the sidecar.
 pub const NATS_CREDENTIALS_DIR: &str = "/var/run/secrets/denylist";
 
@@ -61,6 +75,8 @@ pub const NATS_CREDENTIALS_DIR: &str = "/var/run/secrets/denylist";
 pub const ENV_SOCKET: &str = "DENYLIST_SOCKET";
 /// Environment variable setting the sidecar's HTTP admin listener.
 pub const ENV_ADMIN: &str = "DENYLIST_ADMIN";
+/// Environment variable setting the sidecar's local state directory (`state.dir`).
+pub const ENV_STATE_DIR: &str = "DENYLIST_STATE_DIR";
 /// Environment variable selecting the sidecar's log format.
 pub const ENV_LOG_FORMAT: &str = "DENYLIST_LOG_FORMAT";
 /// Downward-API pod name, reported by the sidecar in fleet status answers.

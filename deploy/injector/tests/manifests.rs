@@ -197,6 +197,7 @@ fn nats_accounts_enforce_the_documented_permissions() {
     let key = |name: &str| nats::UserKey::load(keys.path(), name);
     let (sidecar, security, admin) = (key("sidecar"), key("security"), key("admin"));
     let heartbeat = key("heartbeat");
+    let receiver = key("receiver");
 
     // The shipped file, unchanged, is a valid configuration.
     let server_bin = nats::server_binary();
@@ -207,6 +208,7 @@ fn nats_accounts_enforce_the_documented_permissions() {
         ("DENYLIST_SECURITY_NKEY", security.public.clone()),
         ("DENYLIST_ADMIN_NKEY", admin.public.clone()),
         ("DENYLIST_HEARTBEAT_NKEY", heartbeat.public.clone()),
+        ("DENYLIST_RECEIVER_NKEY", receiver.public.clone()),
     ];
     let (ok, out) = run(Command::new(&server_bin)
         .arg("-t")
@@ -228,7 +230,25 @@ fn nats_accounts_enforce_the_documented_permissions() {
     c.assert_ok("SUB denylist.v1.events.> 1");
     c.assert_ok("SUB denylist.v1.status 2");
     c.assert_ok("PUB $JS.API.STREAM.INFO.DENYLIST 0\r\n");
-    c.assert_ok("PUB $JS.API.CONSUMER.CREATE.DENYLIST.c1.denylist.v1.events.> 0\r\n");
+    c.assert_ok("PUB $JS.API.DIRECT.GET.DENYLIST 0\r\n");
+    // Issue 10: no consumer of any kind, on any stream. Sidecars read with direct gets.
+    for subject in [
+        "$JS.API.CONSUMER.CREATE.DENYLIST",
+        "$JS.API.CONSUMER.CREATE.DENYLIST.c1.denylist.v1.events.>",
+        "$JS.API.CONSUMER.DURABLE.CREATE.DENYLIST.c1",
+        "$JS.API.CONSUMER.MSG.NEXT.DENYLIST.c1",
+        "$JS.API.CONSUMER.INFO.DENYLIST.c1",
+        "$JS.API.CONSUMER.DELETE.DENYLIST.c1",
+        "$JS.API.CONSUMER.LIST.DENYLIST",
+        "$JS.API.CONSUMER.CREATE.OBJ_DENYLIST_SNAPSHOTS",
+        "$JS.API.CONSUMER.CREATE.OBJ_DENYLIST_SNAPSHOTS.c1.$O.DENYLIST_SNAPSHOTS.C.abc",
+        "$JS.API.CONSUMER.DELETE.OBJ_DENYLIST_SNAPSHOTS.c1",
+    ] {
+        c.assert_denied(
+            &format!("PUB {subject} 0\r\n"),
+            &format!("Publish to \"{subject}\""),
+        );
+    }
     c.assert_denied(
         "PUB denylist.v1.events.jti 2\r\nhi",
         "Publish to \"denylist.v1.events.jti\"",
@@ -242,8 +262,8 @@ fn nats_accounts_enforce_the_documented_permissions() {
         "Publish to \"$JS.API.STREAM.PURGE.DENYLIST\"",
     );
     c.assert_denied("SUB other.> 3", "Subscription to \"other.>\"");
-    // Snapshots: read, never written.
-    c.assert_ok("PUB $JS.API.STREAM.INFO.OBJ_DENYLIST_SNAPSHOTS 0\r\n");
+    // Snapshots: read with direct gets (info message, then chunks), never written.
+    c.assert_ok("PUB $JS.API.DIRECT.GET.OBJ_DENYLIST_SNAPSHOTS 0\r\n");
     c.assert_ok(
         "PUB $JS.API.DIRECT.GET.OBJ_DENYLIST_SNAPSHOTS.$O.DENYLIST_SNAPSHOTS.M.bGF0ZXN0 0\r\n",
     );
@@ -308,6 +328,24 @@ fn nats_accounts_enforce_the_documented_permissions() {
     c.assert_denied(
         "PUB denylist.v1.heartbeat 2\r\nhi",
         "Publish to \"denylist.v1.heartbeat\"",
+    );
+
+    // The signal receiver: session and subject revocations, nothing else.
+    let mut c = server
+        .connect(&receiver)
+        .expect("the receiver user authenticates");
+    c.assert_ok("PUB denylist.v1.events.session 2\r\nhi");
+    c.assert_ok("PUB denylist.v1.events.subject 2\r\nhi");
+    c.assert_ok("SUB _INBOX.abc 1");
+    for kind in ["jti", "key", "issuer", "lift"] {
+        c.assert_denied(
+            &format!("PUB denylist.v1.events.{kind} 2\r\nhi"),
+            &format!("Publish to \"denylist.v1.events.{kind}\""),
+        );
+    }
+    c.assert_denied(
+        "PUB $JS.API.STREAM.DELETE.DENYLIST 0\r\n",
+        "Publish to \"$JS.API.STREAM.DELETE.DENYLIST\"",
     );
 
     // A key the server does not know is refused.

@@ -51,48 +51,91 @@ fn events() -> Vec<Event> {
     vec![event("e1", "a"), event("e2", "b"), lift("l1", "e1")]
 }
 
+/// Both encodings: the dense one [`seal`] writes, and the length-delimited one every
+/// earlier snapshot holds, which sidecars still read.
+const ENCODINGS: [Encoding; 2] = [Encoding::DenseZstd, Encoding::LengthDelimited];
+
 #[test]
 fn a_sealed_snapshot_opens_with_its_manifest_and_events_in_order() {
     let (key, trusted) = setup();
-    let object = seal(&manifest(), &events(), &key);
-    let opened = open(&object, &trusted).unwrap();
+    for encoding in ENCODINGS {
+        let object = seal_with(&manifest(), &events(), &key, encoding);
+        let opened = open(&object, &trusted).unwrap();
+        assert_eq!(opened.encoding(), encoding);
+        assert_eq!(
+            opened.manifest,
+            Manifest {
+                event_count: 3,
+                ..manifest()
+            }
+        );
+        assert_eq!(opened.key_id, key.key_id());
+        let read: Vec<Event> = opened.events().collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, events());
+    }
     assert_eq!(
-        opened.manifest,
-        Manifest {
-            event_count: 3,
-            ..manifest()
-        }
+        open(&seal(&manifest(), &events(), &key), &trusted)
+            .unwrap()
+            .encoding(),
+        Encoding::DenseZstd
     );
-    assert_eq!(opened.key_id, key.key_id());
-    let read: Vec<Event> = opened.events().collect::<Result<_, _>>().unwrap();
-    assert_eq!(read, events());
 }
 
 #[test]
 fn an_empty_snapshot_opens() {
     let (key, trusted) = setup();
-    let object = seal(&manifest(), &[], &key);
-    let opened = open(&object, &trusted).unwrap();
-    assert_eq!(opened.events().count(), 0);
+    for encoding in ENCODINGS {
+        let object = seal_with(&manifest(), &[], &key, encoding);
+        let opened = open(&object, &trusted).unwrap();
+        assert_eq!(opened.events().count(), 0);
+        assert!(opened.split(2).unwrap().is_empty());
+    }
 }
 
 #[test]
 fn any_changed_body_byte_is_refused() {
     let (key, trusted) = setup();
-    let object = seal(&manifest(), &events(), &key);
-    let body_start = object.len() - opened_body_len(&object, &trusted);
-    for i in body_start..object.len() {
-        let mut tampered = object.clone();
-        tampered[i] ^= 0x01;
-        assert!(
-            matches!(open(&tampered, &trusted), Err(SnapshotError::Body(_))),
-            "byte {i}"
-        );
+    for encoding in ENCODINGS {
+        let object = seal_with(&manifest(), &events(), &key, encoding);
+        let body_start = object.len() - opened_body_len(&object);
+        for i in body_start..object.len() {
+            let mut tampered = object.clone();
+            tampered[i] ^= 0x01;
+            assert!(
+                matches!(open(&tampered, &trusted), Err(SnapshotError::Body(_))),
+                "{encoding:?} byte {i}"
+            );
+        }
     }
 }
 
-fn opened_body_len(object: &[u8], trusted: &TrustedKeys) -> usize {
-    open(object, trusted).unwrap().body.len()
+fn opened_body_len(object: &[u8]) -> usize {
+    let mut rest = object;
+    let head_len = prost::decode_length_delimiter(&mut rest).unwrap();
+    rest.len() - head_len
+}
+
+/// A manifest naming an encoding this reader does not know is refused as such.
+#[test]
+fn an_unknown_encoding_is_refused() {
+    let (key, trusted) = setup();
+    let mut manifest = pb::SnapshotManifest {
+        stream: "DENYLIST".into(),
+        body_sha256: digest(&SHA256, b"").as_ref().to_vec(),
+        encoding: 7,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut signed = SIGNING_PREFIX.to_vec();
+    signed.append(&mut manifest.clone());
+    let object = pb::SignedSnapshot {
+        signature: key.sign_bytes(&signed),
+        key_id: key.key_id().to_owned(),
+        manifest: std::mem::take(&mut manifest),
+    }
+    .encode_length_delimited_to_vec();
+    let err = open(&object, &trusted).unwrap_err();
+    assert!(err.to_string().contains("unknown body encoding 7"), "{err}");
 }
 
 #[test]
@@ -199,19 +242,22 @@ fn an_invalid_event_in_a_signed_body_stops_the_load_with_its_index() {
     bad.event_id = String::new();
     // `seal` does not validate (the writer validated when it read the events); a body
     // with an invalid event is still refused when read.
-    let object = seal(
-        &manifest(),
-        &[event("e1", "a"), bad, event("e3", "c")],
-        &key,
-    );
-    let opened = open(&object, &trusted).unwrap();
-    let read: Vec<_> = opened.events().collect();
-    assert_eq!(read.len(), 2, "reading stops at the bad event");
-    assert!(read[0].is_ok());
-    assert!(matches!(
-        read[1],
-        Err(SnapshotError::Event { index: 1, .. })
-    ));
+    for encoding in ENCODINGS {
+        let object = seal_with(
+            &manifest(),
+            &[event("e1", "a"), bad.clone(), event("e3", "c")],
+            &key,
+            encoding,
+        );
+        let opened = open(&object, &trusted).unwrap();
+        let read: Vec<_> = opened.events().collect();
+        assert_eq!(read.len(), 2, "reading stops at the bad event");
+        assert!(read[0].is_ok());
+        assert!(matches!(
+            read[1],
+            Err(SnapshotError::Event { index: 1, .. })
+        ));
+    }
 }
 
 #[test]
@@ -238,51 +284,78 @@ fn a_snapshot_matches_only_its_own_stream_instance() {
 #[test]
 fn a_split_body_yields_every_event_once_in_order() {
     let (key, trusted) = setup();
-    let many: Vec<Event> = (0..50).map(|i| event(&format!("e{i}"), "t")).collect();
-    let object = seal(&manifest(), &many, &key);
-    let opened = open(&object, &trusted).unwrap();
-    for parts in [1, 2, 3, 7, 50, 64] {
-        let split = opened.split(parts).unwrap();
-        assert!(split.len() <= parts && !split.is_empty(), "{parts}");
-        let read: Vec<Event> = split
-            .iter()
-            .flat_map(|part| part.events())
-            .map(|e| e.map(|e| e.to_event()))
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(read, many, "{parts} parts");
+    // Dense: more than one block.
+    let many: Vec<Event> = (0..40_000).map(|i| event(&format!("e{i}"), "t")).collect();
+    for encoding in ENCODINGS {
+        let object = seal_with(&manifest(), &many, &key, encoding);
+        let opened = open(&object, &trusted).unwrap();
+        for parts in [1, 2, 3, 7, 64] {
+            let split = opened.split(parts).unwrap();
+            assert!(split.len() <= parts && !split.is_empty(), "{parts}");
+            let read: Vec<Event> = split
+                .iter()
+                .flat_map(|part| part.events())
+                .map(|e| e.map(|e| e.to_event()))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(read, many, "{encoding:?}, {parts} parts");
+        }
     }
-    let empty = seal(&manifest(), &[], &key);
-    assert!(open(&empty, &trusted).unwrap().split(2).unwrap().is_empty());
 }
 
 #[test]
 fn a_split_checks_the_count_and_reports_a_bad_event_by_its_index_in_the_body() {
     let (key, trusted) = setup();
-    let mut many: Vec<Event> = (0..20).map(|i| event(&format!("e{i}"), "t")).collect();
-    many[13].event_id = String::new();
-    let object = seal(&manifest(), &many, &key);
-    let opened = open(&object, &trusted).unwrap();
-    let errors: Vec<_> = opened
-        .split(4)
-        .unwrap()
-        .iter()
-        .flat_map(|part| part.events())
-        .filter_map(Result::err)
-        .collect();
-    assert!(
-        matches!(errors.as_slice(), [SnapshotError::Event { index: 13, .. }]),
-        "{errors:?}"
-    );
+    let mut many: Vec<Event> = (0..40_000).map(|i| event(&format!("e{i}"), "t")).collect();
+    many[20_013].event_id = String::new();
+    for encoding in ENCODINGS {
+        let object = seal_with(&manifest(), &many, &key, encoding);
+        let opened = open(&object, &trusted).unwrap();
+        let errors: Vec<_> = opened
+            .split(4)
+            .unwrap()
+            .iter()
+            .flat_map(|part| part.events())
+            .filter_map(Result::err)
+            .collect();
+        assert!(
+            matches!(
+                errors.as_slice(),
+                [SnapshotError::Event { index: 20_013, .. }]
+            ),
+            "{encoding:?}: {errors:?}"
+        );
 
-    // A manifest that claims one event more than the body holds.
+        // A manifest that claims one event more than the body holds.
+        let three = seal_with(&manifest(), &many[..3], &key, encoding);
+        let mut lying = open(&three, &trusted).unwrap();
+        lying.manifest.event_count = 4;
+        assert!(matches!(lying.split(2), Err(SnapshotError::Body(_))));
+        assert!(matches!(
+            lying.events().last(),
+            Some(Err(SnapshotError::Body(_)))
+        ));
+    }
+    // A dense manifest whose count differs from its blocks' does not even open.
     let three = seal(&manifest(), &many[..3], &key);
-    let mut lying = open(&three, &trusted).unwrap();
-    lying.manifest.event_count = 4;
-    assert!(matches!(lying.split(2), Err(SnapshotError::Body(_))));
+    let mut rest = three.as_slice();
+    let head_len = prost::decode_length_delimiter(&mut rest).unwrap();
+    let head = pb::SignedSnapshot::decode(&rest[..head_len]).unwrap();
+    let mut m = pb::SnapshotManifest::decode(head.manifest.as_slice()).unwrap();
+    m.event_count = 4;
+    let manifest = m.encode_to_vec();
+    let mut signed = SIGNING_PREFIX.to_vec();
+    signed.extend_from_slice(&manifest);
+    let mut forged = pb::SignedSnapshot {
+        signature: key.sign_bytes(&signed),
+        key_id: head.key_id,
+        manifest,
+    }
+    .encode_length_delimited_to_vec();
+    forged.extend_from_slice(&rest[head_len..]);
     assert!(matches!(
-        lying.events().last(),
-        Some(Err(SnapshotError::Body(_)))
+        open(&forged, &trusted),
+        Err(SnapshotError::Body(_))
     ));
 }
 
@@ -302,6 +375,7 @@ fn seal_encoded(manifest: &Manifest, messages: &[Vec<u8>], key: &SigningKey) -> 
         event_count: messages.len() as u64,
         body_len: body.len() as u64,
         body_sha256: digest(&SHA256, &body).as_ref().to_vec(),
+        ..Default::default()
     }
     .encode_to_vec();
     let mut signed_bytes = SIGNING_PREFIX.to_vec();

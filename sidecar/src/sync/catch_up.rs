@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use denylist_proto::envelope::TrustedKeys;
 use denylist_proto::snapshot;
+use prost::Message as _;
 
 use super::direct::UpTo;
 use super::{Bound, REBUILD_AFTER_CATCH_UP, StreamFollower, SyncError};
@@ -132,6 +133,11 @@ impl StreamFollower {
     async fn ask_stream(&mut self, reason: &'static str) -> Result<Option<u64>, SyncError> {
         let stream = self.stream_info(reason).await?;
         let info = stream.cached_info();
+        if self.pending_state.is_some() {
+            let created = i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+            self.resume_from_state(Some((created, info.state.last_sequence)))
+                .await;
+        }
         if self.recreated(info) {
             // Lost storage, or a second `stream init` after a delete: waiting for our
             // sequence would ignore every new event.
@@ -153,6 +159,7 @@ impl StreamFollower {
             i64::try_from(created).unwrap_or(i64::MAX),
             Ordering::Release,
         );
+        self.report_position();
         if !self.warned_max_age
             && !info.config.max_age.is_zero()
             && info.config.max_age < self.longest_lifetime
@@ -214,6 +221,7 @@ impl StreamFollower {
                 let trusted = self.trusted.clone();
                 let denylist = Arc::clone(&self.denylist);
                 let object_len = object.len();
+                let record = self.state.is_some();
                 // Checking and decoding a million events is CPU work: off the runtime.
                 let loaded = tokio::task::spawn_blocking(move || {
                     let stream = StreamIdentity {
@@ -221,11 +229,28 @@ impl StreamFollower {
                         created_unix_nanos: created,
                         last_sequence: last,
                     };
-                    load_snapshot(&object, &trusted, stream, &denylist)
+                    let loaded = load_snapshot(&object, &trusted, stream, &denylist)?;
+                    // The local state keeps its own copy of the live events, encoded:
+                    // the denylist holds only fingerprints and cannot give them back.
+                    let events = record.then(|| {
+                        let opened = snapshot::open(&object, &trusted).ok()?;
+                        opened
+                            .events()
+                            .map(|e| e.map(|e| e.to_proto().encode_to_vec().into_boxed_slice()))
+                            .collect::<Result<Vec<_>, _>>()
+                            .ok()
+                    });
+                    Ok::<_, snapshot::SnapshotError>((loaded, events))
                 })
                 .await;
                 match loaded {
-                    Ok(Ok((manifest, key_id, applied))) => {
+                    Ok(Ok(((manifest, key_id, applied), events))) => {
+                        if let Some(state) = &self.state {
+                            match events.flatten() {
+                                Some(events) => state.replaced(events),
+                                None => state.lost(),
+                            }
+                        }
                         self.advance(manifest.covered_sequence);
                         tracing::info!(
                             bucket,
@@ -261,33 +286,27 @@ impl StreamFollower {
         self.snapshot_bucket = None;
     }
 
-    /// The snapshot object's bytes; `None` when there is no bucket or no snapshot.
+    /// The snapshot object's bytes; `None` when there is no bucket or no snapshot. Read
+    /// with direct gets (`sync/object.rs`): no consumer, nothing kept on the server per
+    /// sidecar, the object's size bound, chunk count and SHA-256 checked before use.
     async fn fetch_snapshot(&self, bucket: &str) -> Result<Option<Vec<u8>>, SyncError> {
-        use async_nats::jetstream::object_store::GetErrorKind;
-        use tokio::io::AsyncReadExt as _;
+        use super::direct::DirectGetError;
+        use super::object::{ObjectReadError, ObjectReader};
 
-        // A missing bucket is the normal case where nobody writes snapshots; the
-        // stream itself answered just now, so this is not a transport failure.
-        let Ok(store) = self.with_timeout(self.js.get_object_store(bucket)).await else {
-            return Ok(None);
-        };
-        let mut object =
-            match tokio::time::timeout(self.timeout, store.get(snapshot::OBJECT_NAME)).await {
-                Err(_) => return Err(SyncError::Timeout(self.timeout)),
-                Ok(Err(e)) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-                Ok(Err(e)) => return Err(SyncError::JetStream(e.to_string())),
-                Ok(Ok(object)) => object,
-            };
-        // Sized up front (bounded: the size is the store's word, not yet checked), so a
-        // 130 MiB snapshot is not copied over and over as the buffer grows.
-        let mut bytes = Vec::with_capacity(object.info().size.min(1 << 30));
+        /// The largest snapshot object read: ~35 million dense events.
+        const MAX_OBJECT_BYTES: u64 = 1 << 30;
+        let reader = ObjectReader::new(&self.reader, bucket, MAX_OBJECT_BYTES);
         // A big snapshot takes longer than one request: allow a minute at least.
         let budget = (self.timeout * 12).max(Duration::from_secs(60));
-        tokio::time::timeout(budget, object.read_to_end(&mut bytes))
-            .await
-            .map_err(|_| SyncError::Timeout(budget))?
-            .map_err(|e| SyncError::JetStream(format!("reading the snapshot: {e}")))?;
-        Ok(Some(bytes))
+        match tokio::time::timeout(budget, reader.read(snapshot::OBJECT_NAME)).await {
+            Err(_) => Err(SyncError::Timeout(budget)),
+            Ok(Ok(object)) => Ok(object),
+            // Nobody answers direct gets on the bucket's stream: there is no bucket, the
+            // normal case where nobody writes snapshots (the stream itself answered just
+            // now, so this is not a transport failure).
+            Ok(Err(ObjectReadError::Direct(DirectGetError::NoResponders { .. }))) => Ok(None),
+            Ok(Err(e)) => Err(SyncError::JetStream(format!("reading the snapshot: {e}"))),
+        }
     }
 
     /// Applies the event stored at `seq`, or counts it as rejected if it did not open,
@@ -308,6 +327,10 @@ impl StreamFollower {
                 }
                 metrics::counter!("denylist_events_applied_total").increment(1);
                 tracing::debug!(seq, event_id = %event.event_id, ?applied, "revocation event applied");
+                if let Some(state) = &self.state {
+                    // Moved, not copied: encoding it is the writer task's work.
+                    state.applied(event);
+                }
             }
             Err(e) => {
                 metrics::counter!("denylist_events_rejected_total").increment(1);
@@ -328,6 +351,99 @@ impl StreamFollower {
         self.applied = seq;
         self.followed.applied.store(seq, Ordering::Release);
         self.freshness.set_sequence(seq);
+        self.report_position();
+    }
+
+    /// Tells the local state's writer where the follower stands.
+    fn report_position(&self) {
+        if let Some(state) = &self.state {
+            let created = self
+                .stream_created
+                .map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX));
+            state.position(self.applied, created);
+        }
+    }
+
+    /// Applies the local state read at start, if it is of this stream: `stream` is its
+    /// creation time and last sequence, or `None` when NATS did not answer — then the
+    /// state is applied as it is (a stream recreated meanwhile is noticed once NATS
+    /// answers, as by a running follower), and the sidecar turns ready from it if the
+    /// staleness policy allows its age. A refused state is logged, counted, and not
+    /// applied; the follower then starts as without one.
+    pub(super) async fn resume_from_state(&mut self, stream: Option<(i64, u64)>) {
+        let Some(state) = self.pending_state.take() else {
+            return;
+        };
+        let Some(recorder) = self.state.clone() else {
+            return;
+        };
+        if let Some((created, last)) = stream
+            && let Err(e) = state.check_stream(created, last)
+        {
+            crate::state::refused(&e);
+            return;
+        }
+        let started = std::time::Instant::now();
+        let denylist = Arc::clone(&self.denylist);
+        // Decoding and indexing a large state is CPU work: off the runtime.
+        let applied = tokio::task::spawn_blocking(move || {
+            let applied = state.apply_to(&denylist);
+            (state, applied)
+        })
+        .await;
+        let (state, applied) = match applied {
+            Ok((state, Ok(applied))) => (state, applied),
+            Ok((_, Err(e))) => {
+                crate::state::refused(&e);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "applying the local state failed");
+                crate::state::count_load("error");
+                return;
+            }
+        };
+        crate::state::count_load("loaded");
+        let position = state.position;
+        let age_ms = self
+            .clock
+            .now_ms()
+            .saturating_sub(position.last_heard_unix_ms)
+            .max(0);
+        tracing::info!(
+            sequence = position.sequence,
+            events = state.event_count,
+            rules = applied.added,
+            age_ms,
+            confirmed_by_stream = stream.is_some(),
+            elapsed = ?started.elapsed(),
+            "resumed from the local state; no snapshot needed"
+        );
+        self.stream_created = Some(i128::from(position.stream_created_unix_nanos));
+        self.followed
+            .created
+            .store(position.stream_created_unix_nanos, Ordering::Release);
+        self.freshness.restore_heard(position.last_heard_unix_ms);
+        recorder.restored(state);
+        self.advance(position.sequence);
+        if stream.is_none() {
+            let within = u64::try_from(age_ms).unwrap_or(0)
+                <= u64::try_from(self.max_staleness.as_millis()).unwrap_or(u64::MAX);
+            if within || self.freshness.policy() == crate::config::StalenessPolicy::FailOpen {
+                tracing::warn!(
+                    age_ms,
+                    policy = ?self.freshness.policy(),
+                    "NATS does not answer: serving from the local state"
+                );
+                self.freshness.set_ready();
+            } else {
+                tracing::warn!(
+                    age_ms,
+                    max_staleness = ?self.max_staleness,
+                    "NATS does not answer and the local state is older than max_staleness: not ready under fail_closed until the stream answers"
+                );
+            }
+        }
     }
 }
 

@@ -225,6 +225,8 @@ pub struct DirectReader {
     client: async_nats::Client,
     stream: String,
     subject: String,
+    /// Only messages on subjects matching this filter (`next_by_subj`), if set.
+    filter: Option<String>,
     options: DirectReadOptions,
 }
 
@@ -245,7 +247,86 @@ impl DirectReader {
             subject: format!("{}.DIRECT.GET.{stream}", options.api_prefix),
             client,
             stream,
+            filter: None,
             options,
+        }
+    }
+
+    /// A reader of another stream over the same connection, with `options`.
+    pub fn for_stream(&self, stream: impl Into<String>, options: DirectReadOptions) -> Self {
+        Self::with_options(self.client.clone(), stream, options)
+    }
+
+    /// This reader, reading only the messages whose subject matches `filter` (a NATS
+    /// subject, wildcards allowed): each batch asks with `next_by_subj`, and
+    /// `Nats-Num-Pending` then counts matching messages only. Sequences stepped over are
+    /// then other subjects' as well as removed ones.
+    pub fn with_filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+
+    /// How this reader asks.
+    pub fn options(&self) -> &DirectReadOptions {
+        &self.options
+    }
+
+    /// The last message stored on `subject` (a direct get with `last_by_subj`), or `None`
+    /// when there is none. Timeouts and no responders are retried with backoff,
+    /// [`DirectReadOptions::attempts`] times in all, as batches are.
+    pub async fn last_for_subject(
+        &self,
+        subject: &str,
+    ) -> Result<Option<StreamMessage>, DirectGetError> {
+        let body = serde_json::json!({ "last_by_subj": subject }).to_string();
+        let mut failures = 0u32;
+        loop {
+            let error = match tokio::time::timeout(
+                self.options.reply_timeout,
+                self.client
+                    .request(self.subject.clone(), body.clone().into()),
+            )
+            .await
+            {
+                Err(_) => DirectGetError::TimedOut {
+                    stream: self.stream.clone(),
+                    from: 0,
+                    timeout: self.options.reply_timeout,
+                    attempts: 1,
+                },
+                Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                    DirectGetError::NoResponders {
+                        stream: self.stream.clone(),
+                        attempts: 1,
+                    }
+                }
+                Ok(Err(e)) => self.error_nats(format!("direct get of {subject}: {e}")),
+                Ok(Ok(reply)) => match reply.status.map(|s| s.as_u16()) {
+                    None => {
+                        return StreamMessage::try_from(reply).map(Some).map_err(|e| {
+                            self.error_nats(format!("the last message on {subject}: {e}"))
+                        });
+                    }
+                    Some(404) => return Ok(None),
+                    Some(503) => DirectGetError::NoResponders {
+                        stream: self.stream.clone(),
+                        attempts: 1,
+                    },
+                    Some(status) => {
+                        return Err(DirectGetError::Refused {
+                            stream: self.stream.clone(),
+                            from: 0,
+                            status,
+                            description: reply.description.unwrap_or_default(),
+                        });
+                    }
+                },
+            };
+            failures += 1;
+            if failures >= self.options.attempts {
+                return Err(error.after_attempts(failures));
+            }
+            tokio::time::sleep(self.options.backoff.delay(failures - 1)).await;
         }
     }
 
@@ -462,7 +543,10 @@ impl DirectRange<'_> {
             .map_err(|e| reader.error_nats(e))?;
         let found = tokio::time::timeout(
             reader.options.reply_timeout,
-            stream.get_first_raw_message_by_subject(">", self.cursor.next),
+            stream.get_first_raw_message_by_subject(
+                reader.filter.as_deref().unwrap_or(">"),
+                self.cursor.next,
+            ),
         )
         .await
         .map_err(|_| {
@@ -526,11 +610,14 @@ impl DirectRange<'_> {
         // apart and dropped.
         let reply_to = format!("{inbox}.{}", self.requests);
         let from = self.cursor.next;
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "seq": from,
             "batch": limit,
             "max_bytes": options.max_bytes,
         });
+        if let Some(filter) = &reader.filter {
+            body["next_by_subj"] = filter.as_str().into();
+        }
         reader
             .client
             .publish_with_reply(

@@ -12,7 +12,9 @@ use denylist_proto::pb::Reason;
 use denylist_tests::events::{self, EventPublisher};
 use denylist_tests::fleet::tokens_not_answering;
 use denylist_tests::tokens::ISSUER;
-use denylist_tests::{Denylistctl, Fleet, Issuer, READY_TIMEOUT, Sidecar, now_secs, unique};
+use denylist_tests::{
+    Denylistctl, Fleet, Issuer, READY_TIMEOUT, Sidecar, now_secs, unique, within,
+};
 
 /// Bound on one CLI run.
 const RUN: Duration = Duration::from_secs(60);
@@ -238,6 +240,181 @@ async fn snapshot_create_refuses_a_signing_key_outside_the_trusted_ones() -> any
     assert!(
         !info.stdout.contains("covered_sequence"),
         "no snapshot was stored: {info}"
+    );
+    Ok(())
+}
+
+/// The consumers on `stream` now (its info's count).
+async fn consumer_count(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<usize> {
+    let mut handle = within("stream info", js.get_stream(stream)).await??;
+    Ok(within("stream info", handle.info())
+        .await??
+        .state
+        .consumer_count)
+}
+
+/// Issue 10: a sidecar starting from a snapshot reads it with direct gets, so no
+/// consumer exists at any point, on the events stream or on the snapshot bucket's
+/// stream. Three witnesses: every consumer-creation advisory the server publishes,
+/// every consumer API request (a core subscriber gets a copy of each), and the
+/// streams' consumer counts polled all along. The snapshot on the wire is the dense one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_starts_from_the_snapshot_without_any_consumer() -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (fleet, ctl, _dir) = fleet_with_key_file().await?;
+    let trust = fleet.publisher.public_key();
+    let (tokens, events) = revocations(&fleet.issuer, 300);
+    fleet.publisher.publish_all(&events).await?;
+    let snap = snapshot_create(&ctl, &trust, &[]).await?;
+    assert_eq!(snap["events"], 300, "{snap}");
+    // `denylistctl` reads with consumers of its own, which linger until idle: removed
+    // here, so that any consumer seen from now on is the sidecar's.
+    let js = async_nats::jetstream::new(fleet.client.clone());
+    let bucket_stream = "OBJ_DENYLIST_SNAPSHOTS";
+    for stream in ["DENYLIST", bucket_stream] {
+        let handle = within("get stream", js.get_stream(stream)).await??;
+        let names: Vec<String> = within(
+            "the consumer list",
+            futures::TryStreamExt::try_collect(handle.consumer_names()),
+        )
+        .await??;
+        for name in names {
+            within("delete consumer", handle.delete_consumer(&name)).await??;
+        }
+        assert_eq!(consumer_count(&js, stream).await?, 0, "{stream}");
+    }
+    let info = within("bucket stream info", js.get_stream(bucket_stream)).await??;
+    assert!(
+        info.cached_info().config.allow_direct,
+        "the snapshot bucket's stream must allow direct gets"
+    );
+
+    let mut advisories = fleet
+        .client
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.CREATED.>")
+        .await?;
+    let mut consumer_requests = fleet.client.subscribe("$JS.API.CONSUMER.>").await?;
+    fleet.client.flush().await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (js, stop) = (js.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut most, mut polls) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let n = consumer_count(&js, "DENYLIST").await?
+                    + consumer_count(&js, bucket_stream).await?;
+                most = most.max(n);
+                polls += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, anyhow::Error>((most, polls))
+        })
+    };
+
+    let sidecar = start_sidecar(&fleet, "no-consumer").await?;
+    // Live events and a catch-up after the start: still no consumer.
+    let (more_tokens, more) = revocations(&fleet.issuer, 20);
+    fleet.publisher.publish_all(&more).await?;
+    let (_, last) = fleet.stream_state().await?;
+    sidecar.wait_sequence(last, READY_TIMEOUT).await?;
+    stop.store(true, Ordering::Relaxed);
+    let (most, polls) = within("the consumer poller", poller).await???;
+
+    let log = sidecar.log();
+    assert!(
+        log.contains("started from the revocation stream's snapshot"),
+        "the sidecar did not start from the snapshot; log tail:\n{}",
+        tail(&log)
+    );
+    fleet.client.flush().await?;
+    // Anything the server sent went out before the flush above returned.
+    let quiet = Duration::from_millis(300);
+    let advisory = tokio::time::timeout(quiet, advisories.next()).await;
+    assert!(
+        advisory.is_err(),
+        "a consumer was created: {:?}",
+        advisory
+            .ok()
+            .flatten()
+            .map(|m| (m.subject, String::from_utf8_lossy(&m.payload).into_owned()))
+    );
+    let request = tokio::time::timeout(quiet, consumer_requests.next()).await;
+    assert!(
+        request.is_err(),
+        "a consumer API request was sent: {:?}",
+        request.ok().flatten().map(|m| m.subject)
+    );
+    assert!(polls > 0, "the consumer counts were never polled");
+    assert_eq!(most, 0, "a consumer existed while the sidecar started");
+    assert_answers(&sidecar, &tokens, Reason::Revoked).await?;
+    assert_answers(&sidecar, &more_tokens, Reason::Revoked).await?;
+    Ok(())
+}
+
+/// The object reader (`sync/object.rs`) on a real object store: an object of many chunks
+/// comes back byte for byte over several batches, with no consumer; a missing object is
+/// `None`; one over the size bound is refused before it is read; a missing bucket is
+/// "nobody answers", which a sidecar takes as "no snapshots".
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_are_read_with_direct_gets_whole_and_bounded() -> anyhow::Result<()> {
+    use async_nats::jetstream::object_store;
+    use denylist_sidecar::sync::direct::{DirectGetError, DirectReader};
+    use denylist_sidecar::sync::object::{ObjectReadError, ObjectReader};
+
+    let nats = denylist_tests::NatsServer::start().await?;
+    let client = nats.connect().await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let store = within(
+        "create bucket",
+        js.create_object_store(object_store::Config {
+            bucket: "READS".into(),
+            ..Default::default()
+        }),
+    )
+    .await??;
+    // 9 MiB of varied bytes in 128 KiB chunks: 72 chunks, several 4 MiB batches.
+    let object: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let meta = object_store::ObjectMetadata {
+        name: "big".into(),
+        chunk_size: Some(128 * 1024),
+        ..Default::default()
+    };
+    within("put", store.put(meta, &mut object.as_slice())).await??;
+
+    let any = DirectReader::new(client.clone(), "unused");
+    let reader = ObjectReader::new(&any, "READS", 16 << 20);
+    let read = within("read", reader.read("big")).await??;
+    assert!(
+        read.as_deref() == Some(object.as_slice()),
+        "read back differs"
+    );
+    assert!(within("read", reader.read("absent")).await??.is_none());
+    let mut handle = within("stream", js.get_stream("OBJ_READS")).await??;
+    assert_eq!(
+        within("info", handle.info()).await??.state.consumer_count,
+        0
+    );
+
+    let small = ObjectReader::new(&any, "READS", 1 << 20);
+    let err = within("read", small.read("big")).await?.unwrap_err();
+    assert!(matches!(err, ObjectReadError::TooLarge { .. }), "{err}");
+
+    let nowhere = ObjectReader::new(&any, "NO_SUCH_BUCKET", 1 << 20);
+    let err = within("read", nowhere.read("big")).await?.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ObjectReadError::Direct(DirectGetError::NoResponders { .. })
+        ),
+        "{err}"
     );
     Ok(())
 }

@@ -95,7 +95,7 @@ fn existing_lists_are_appended_to_and_annotation_keys_escaped() {
     );
     assert_eq!(
         paths.iter().filter(|p| *p == "/spec/volumes/-").count(),
-        3,
+        4,
         "{paths:?}"
     );
     assert!(
@@ -106,6 +106,86 @@ fn existing_lists_are_appended_to_and_annotation_keys_escaped() {
         paths.contains(&"/metadata/annotations/denylist.dev~1injected".to_owned()),
         "{paths:?}"
     );
+}
+
+#[test]
+fn the_state_volume_is_the_sidecars_alone() {
+    let settings = InjectionSettings::default();
+    let mut pod = bare_pod(Some(json!({"denylist.dev/inject": "true"})));
+    let patch = injected(
+        decide(
+            &settings,
+            OptIn::PodAnnotation,
+            &request(pod.clone(), "shop"),
+        )
+        .unwrap(),
+    )
+    .patch;
+    json_patch::patch(&mut pod, &patch).unwrap();
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == VOLUME_STATE)
+        .expect("a state volume");
+    assert_eq!(volume["emptyDir"], json!({}), "on disk, no size limit");
+    let mounts = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .map(|m| m.iter().any(|m| m["name"] == VOLUME_STATE))
+            .unwrap_or(false)
+    };
+    let sidecar = &pod["spec"]["initContainers"][0];
+    assert_eq!(sidecar["name"], SIDECAR_CONTAINER);
+    assert!(mounts(sidecar));
+    assert!(
+        sidecar["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": ENV_STATE_DIR, "value": STATE_DIR}))
+    );
+    assert!(
+        !pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(mounts),
+        "no app container may mount the state"
+    );
+}
+
+#[test]
+fn the_local_state_can_be_turned_off_per_pod() {
+    let settings = InjectionSettings::default();
+    let annotated = |value: &str| {
+        bare_pod(Some(
+            json!({"denylist.dev/inject": "true", "denylist.dev/local-state": value}),
+        ))
+    };
+    let mut pod = annotated("false");
+    let decision = decide(
+        &settings,
+        OptIn::PodAnnotation,
+        &request(pod.clone(), "shop"),
+    );
+    json_patch::patch(&mut pod, &injected(decision.unwrap()).patch).unwrap();
+    let text = pod.to_string();
+    assert!(!text.contains(VOLUME_STATE), "{text}");
+    assert!(!text.contains(ENV_STATE_DIR), "{text}");
+    match decide(
+        &settings,
+        OptIn::PodAnnotation,
+        &request(annotated("no"), "shop"),
+    ) {
+        Ok(Decision::Deny(denial)) => {
+            assert!(
+                denial.message.contains(ANNOTATION_LOCAL_STATE),
+                "{}",
+                denial.message
+            )
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
 }
 
 #[test]
