@@ -9,6 +9,8 @@
 //! binary (an older build, say) with the same tokens and calls, interleaved with this
 //! build's rows, so a change is compared with its baseline in one run.
 //!
+//! `--calls SOCKET N` only makes N Verify calls to a server on SOCKET (for callgrind).
+//!
 //! Prints a Markdown table: sequential p50/p99 (µs) and throughput with 64 calls in
 //! flight. The Redis baseline runs when a `redis-server` binary is on PATH (started on
 //! a free loopback port for the run) and is reported as skipped otherwise.
@@ -185,6 +187,30 @@ fn start_trivial(full: bool) -> BenchResult<Sidecar> {
 
 /// Runs the bench binary as the trivial server (`--trivial-server SOCKET`).
 const TRIVIAL_SERVER_ARG: &str = "--trivial-server";
+
+/// Runs the bench binary as a client only (`--calls SOCKET N`): N sequential HS256
+/// Verify calls to a server already listening on SOCKET, then exits. For counting a
+/// server's instructions per call under callgrind (docs/BENCHMARKS.md).
+const CALLS_ARG: &str = "--calls";
+
+/// The `--calls` mode, on a single-threaded runtime.
+fn calls_only(socket: PathBuf, calls: usize) -> BenchResult<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut client = VerifierClient::new(wait_ready(&socket).await?);
+        let token = mint_hs256()?;
+        for _ in 0..calls {
+            client
+                .verify(pb::VerifyRequest {
+                    token: token.clone(),
+                })
+                .await?;
+        }
+        Ok(())
+    })
+}
 
 /// gRPC's own floor: `Verifier` answering every Verify with a fixed valid answer
 /// and `Status` with ready, served by tonic on a Unix socket as the sidecar serves
@@ -539,6 +565,12 @@ fn main() -> BenchResult<()> {
             .get(i + 1)
             .ok_or("--trivial-server needs a socket path")?;
         return trivial::serve(PathBuf::from(socket), args.iter().any(|a| a == "--full"));
+    }
+    if let Some(i) = args.iter().position(|a| a == CALLS_ARG) {
+        let (Some(socket), Some(calls)) = (args.get(i + 1), args.get(i + 2)) else {
+            return Err(format!("{CALLS_ARG} needs a socket path and a number of calls").into());
+        };
+        return calls_only(PathBuf::from(socket), calls.parse()?);
     }
     // `cargo bench` passes --bench; `cargo test --benches` runs benches once in test
     // mode: keep that quick by doing nothing.

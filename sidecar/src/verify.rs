@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::Hasher as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use denylist_proto::pb::Reason;
 use jsonwebtoken::Validation;
@@ -126,6 +126,8 @@ pub struct VerifiedToken {
     pub claims: Claims,
     kid: TokenKid,
     key: Arc<VerifyingKey>,
+    /// See [`VerifiedToken::claims_field`].
+    claims_field: OnceLock<Box<[u8]>>,
 }
 
 /// Where the header `kid` is kept: nowhere when the token named the key that verified
@@ -146,6 +148,16 @@ impl VerifiedToken {
             TokenKid::SameAsKey => self.key.kid(),
             TokenKid::Other(kid) => Some(kid),
         }
+    }
+
+    /// The `claims` field of a gRPC Verify answer (`denylist.v1.Claims`, the payload
+    /// as a `google.protobuf.Struct` among them), encoded with its key and length: made
+    /// on first use and kept with the token, so a token answered from the cache is
+    /// answered with a copy of these bytes rather than rebuilding and re-encoding its
+    /// claims. Everything in it is fixed by the token and its verifying key.
+    pub fn claims_field(&self) -> &[u8] {
+        self.claims_field
+            .get_or_init(|| crate::grpc::encode_claims_field(self))
     }
 
     /// The facts the denylist matches on.
@@ -485,6 +497,7 @@ impl Verifier {
             claims: Claims::new(payload).map_err(no_claims)?,
             kid,
             key,
+            claims_field: OnceLock::new(),
         });
         // Ours first: the same fault gets the same reason whether jsonwebtoken saw it
         // or not. What jsonwebtoken refused and ours let through keeps its reason.

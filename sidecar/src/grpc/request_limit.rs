@@ -13,6 +13,7 @@
 
 use std::task::{Context, Poll};
 
+use tonic::Status;
 use tonic::codegen::http::{HeaderValue, Request, Response};
 use tonic::server::NamedService;
 
@@ -67,11 +68,12 @@ where
 
 fn rewrite<B>(mut response: Response<B>) -> Response<B> {
     let headers = response.headers_mut();
-    if headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == OUT_OF_RANGE.as_bytes())
+    // A named header, not a `&str`: a string key is parsed into a name on every call,
+    // and this runs on every answer.
+    if let Some(status) = headers.get_mut(Status::GRPC_STATUS)
+        && status.as_bytes() == OUT_OF_RANGE.as_bytes()
     {
-        headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
+        *status = HeaderValue::from_static(RESOURCE_EXHAUSTED);
     }
     response
 }

@@ -1,9 +1,14 @@
 //! Watch in-process, over the real denylist: which streams a revocation reaches, the
-//! sequence a notice carries, and that closed streams leave the registry empty.
+//! sequence a notice carries, and that closed streams leave the registry empty. And
+//! Verify's answer as written on the wire: the bytes prost would write, the claims kept
+//! with a cached token, the reason, rule and freshness current on every call.
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{FutureExt as _, StreamExt as _};
+use prost::Message as _;
 
 use super::*;
 use crate::clock::{ManualClock, SharedClock};
@@ -15,6 +20,7 @@ use crate::freshness::Freshness;
 const NOW: i64 = 1_893_456_000;
 const ISS: &str = "https://watch.example";
 const STEP: Duration = Duration::from_secs(10);
+const SECRET: [u8; 32] = [7; 32];
 
 struct Setup {
     service: VerifierService,
@@ -27,7 +33,7 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let secret = dir.path().join("h.secret");
-    std::fs::write(&secret, [7u8; 32]).expect("write secret");
+    std::fs::write(&secret, SECRET).expect("write secret");
     let quoted = |p: &std::path::Path| toml::Value::String(p.display().to_string()).to_string();
     let text = format!(
         "[denylist]\nfile = {}\n[[issuers]]\nissuer = \"{ISS}\"\nalgorithms = [\"HS256\"]\n\
@@ -204,4 +210,97 @@ async fn a_rule_in_force_when_the_stream_opens_is_notified_at_once() {
     assert_eq!(notice.denylist_sequence, 3);
     drop(stream);
     s.registry_empties().await;
+}
+
+/// An HS256 token over `payload`, signed with the issuer's secret.
+fn hs256(payload: &serde_json::Value) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"h"}"#),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &SECRET);
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
+impl Setup {
+    /// One Verify answer: as written on the wire, and as the `Verifier` trait gives it.
+    async fn verify(&self, token: &str) -> (Vec<u8>, pb::VerifyResponse) {
+        let answer = self
+            .service
+            .answer_verify(pb::VerifyRequest {
+                token: token.to_owned(),
+            })
+            .await
+            .expect("Verify answers");
+        let mut wire = Vec::new();
+        answer.encode(&mut wire).expect("the answer encodes");
+        let response = answer.into_response();
+        // Byte for byte what prost writes, so what every client decodes.
+        assert_eq!(wire, response.encode_to_vec());
+        assert_eq!(
+            pb::VerifyResponse::decode(wire.as_slice()).expect("decodes"),
+            response
+        );
+        (wire, response)
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_is_answered_with_its_claims_and_the_current_denylist() {
+    let s = setup().await;
+    let token = hs256(&serde_json::json!({
+        "iss": ISS, "sub": "alice", "aud": "api", "iat": NOW - 10, "exp": NOW + 600,
+        "jti": "j-1", "scope": "read", "roles": ["a", "b"], "nested": {"n": null, "x": 1.5}
+    }));
+    s.freshness.set_sequence(4);
+    let (_, first) = s.verify(&token).await;
+    assert_eq!(first.reason, Reason::Ok as i32, "{}", first.detail);
+    assert_eq!(first.denylist_sequence, 4);
+    let claims = first.claims.clone().expect("claims");
+    assert_eq!((claims.sub.as_str(), claims.kid.as_str()), ("alice", "h"));
+    let payload = claims.payload.as_ref().expect("payload");
+    assert_eq!(payload.fields.len(), 9);
+    assert!(matches!(
+        payload.fields["roles"].kind,
+        Some(prost_types::value::Kind::ListValue(ref l)) if l.values.len() == 2
+    ));
+
+    // From the cache: the same claims, the sequence as it is now.
+    s.freshness.set_sequence(5);
+    let (_, again) = s.verify(&token).await;
+    assert_eq!(again.claims.as_ref(), Some(&claims));
+    assert_eq!(
+        (again.reason, again.denylist_sequence),
+        (Reason::Ok as i32, 5)
+    );
+
+    // The revocation check still runs on every call.
+    s.revoke_subject(6, "alice");
+    let (_, revoked) = s.verify(&token).await;
+    assert_eq!(revoked.reason, Reason::Revoked as i32);
+    assert!(!revoked.valid);
+    assert_eq!(revoked.denylist_sequence, 6);
+    assert_eq!(
+        revoked.revocation.map(|r| r.target),
+        Some("alice".to_owned())
+    );
+    assert_eq!(revoked.claims.as_ref(), Some(&claims));
+}
+
+#[tokio::test]
+async fn a_refused_token_is_answered_without_claims() {
+    let s = setup().await;
+    let (_, malformed) = s.verify("not-a-token").await;
+    assert_eq!(malformed.reason, Reason::Malformed as i32);
+    assert!(malformed.claims.is_none() && !malformed.detail.is_empty());
+
+    // The signature holds, so the claims come with the reason.
+    let expired = hs256(&serde_json::json!({
+        "iss": ISS, "sub": "bob", "aud": "api", "iat": NOW - 700, "exp": NOW - 100, "jti": "j-2"
+    }));
+    let (_, answer) = s.verify(&expired).await;
+    assert_eq!(answer.reason, Reason::Expired as i32);
+    assert_eq!(answer.claims.map(|c| c.sub), Some("bob".to_owned()));
 }
