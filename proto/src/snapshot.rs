@@ -402,6 +402,23 @@ impl<'a> Part<'a> {
     pub fn events(&self) -> Framed<'a> {
         Framed::new(self.chunks.clone(), self.first)
     }
+
+    /// The events' encoded `RevocationEvent` bytes (without their length prefixes), in
+    /// stream order, for a caller that keeps a copy of what [`Part::events`] decoded;
+    /// nothing is decoded. An event whose length does not fit ends the walk.
+    pub fn encoded(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.chunks.iter().flat_map(|&chunk| {
+            let mut rest = chunk;
+            std::iter::from_fn(move || {
+                let len = prost::decode_length_delimiter(&mut rest)
+                    .ok()
+                    .filter(|&len| len <= rest.len())?;
+                let (message, tail) = rest.split_at(len);
+                rest = tail;
+                Some(message)
+            })
+        })
+    }
 }
 
 /// Length-delimited events decoded as [`EventRef`]s; see [`Part::events`].

@@ -70,7 +70,7 @@ pub mod direct;
 mod heartbeat;
 pub mod object;
 
-pub use catch_up::{StreamIdentity, load_snapshot};
+pub use catch_up::{LoadedSnapshot, StreamIdentity, load_snapshot};
 
 /// A catch-up that applied at least this many events rebuilds the denylist at once.
 const REBUILD_AFTER_CATCH_UP: u64 = 10_000;

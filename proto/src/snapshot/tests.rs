@@ -299,6 +299,12 @@ fn a_split_body_yields_every_event_once_in_order() {
                 .collect::<Result<_, _>>()
                 .unwrap();
             assert_eq!(read, many, "{encoding:?}, {parts} parts");
+            // The bytes kept for a copy are each event's own encoding, nothing left out.
+            let encoded: Vec<&[u8]> = split.iter().flat_map(Part::encoded).collect();
+            assert_eq!(encoded.len(), many.len(), "{encoding:?}, {parts} parts");
+            for (bytes, event) in encoded.iter().zip(&many) {
+                assert_eq!(*bytes, event.to_proto().encode_to_vec().as_slice());
+            }
         }
     }
 }

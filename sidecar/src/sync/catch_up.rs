@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use denylist_proto::envelope::TrustedKeys;
 use denylist_proto::snapshot;
-use prost::Message as _;
 
 use super::direct::UpTo;
 use super::{Bound, REBUILD_AFTER_CATCH_UP, StreamFollower, SyncError};
@@ -221,7 +220,9 @@ impl StreamFollower {
                 let trusted = self.trusted.clone();
                 let denylist = Arc::clone(&self.denylist);
                 let object_len = object.len();
-                let record = self.state.is_some();
+                // The local state keeps its own copy of the live events, encoded: the
+                // denylist holds only fingerprints and cannot give them back.
+                let keep_encoded = self.state.is_some();
                 // Checking and decoding a million events is CPU work: off the runtime.
                 let loaded = tokio::task::spawn_blocking(move || {
                     let stream = StreamIdentity {
@@ -229,24 +230,18 @@ impl StreamFollower {
                         created_unix_nanos: created,
                         last_sequence: last,
                     };
-                    let loaded = load_snapshot(&object, &trusted, stream, &denylist)?;
-                    // The local state keeps its own copy of the live events, encoded:
-                    // the denylist holds only fingerprints and cannot give them back.
-                    let events = record.then(|| {
-                        let opened = snapshot::open(&object, &trusted).ok()?;
-                        opened
-                            .events()
-                            .map(|e| e.map(|e| e.to_proto().encode_to_vec().into_boxed_slice()))
-                            .collect::<Result<Vec<_>, _>>()
-                            .ok()
-                    });
-                    Ok::<_, snapshot::SnapshotError>((loaded, events))
+                    load_snapshot(&object, &trusted, stream, &denylist, keep_encoded)
                 })
                 .await;
                 match loaded {
-                    Ok(Ok(((manifest, key_id, applied), events))) => {
+                    Ok(Ok(LoadedSnapshot {
+                        manifest,
+                        key_id,
+                        applied,
+                        encoded,
+                    })) => {
                         if let Some(state) = &self.state {
-                            match events.flatten() {
+                            match encoded {
                                 Some(events) => state.replaced(events),
                                 None => state.lost(),
                             }
@@ -458,9 +453,24 @@ pub struct StreamIdentity<'a> {
     pub last_sequence: u64,
 }
 
+/// What [`load_snapshot`] put in force.
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    /// What the snapshot covers.
+    pub manifest: snapshot::Manifest,
+    /// The id of the key that signed it.
+    pub key_id: String,
+    /// The rules it added.
+    pub applied: crate::denylist::Applied,
+    /// With `keep_encoded`: each event's encoded `RevocationEvent`, in order (for the
+    /// local state, since the denylist keeps only fingerprints).
+    pub encoded: Option<Vec<Box<[u8]>>>,
+}
+
 /// Checks a snapshot object (signature by a trusted key, this stream instance, body
 /// digest) and replaces the denylist's content with its events — all of them or, on
-/// any error, none. Returns the manifest and the signing key id.
+/// any error, none. With `keep_encoded`, also returns a copy of each event's bytes,
+/// taken from the body already opened (not decoded or checked a second time).
 ///
 /// The body is decoded without copying, on every core: one part of it per thread
 /// (see [`Denylist::try_replace_all`] and `benches/snapshot_load.rs`).
@@ -469,7 +479,8 @@ pub fn load_snapshot(
     trusted: &TrustedKeys,
     stream: StreamIdentity<'_>,
     denylist: &Denylist,
-) -> Result<(snapshot::Manifest, String, crate::denylist::Applied), snapshot::SnapshotError> {
+    keep_encoded: bool,
+) -> Result<LoadedSnapshot, snapshot::SnapshotError> {
     /// Below this, one thread decodes faster than several start.
     const EVENTS_PER_THREAD: u64 = 50_000;
     let opened = snapshot::open(object, trusted)?;
@@ -484,7 +495,23 @@ pub fn load_snapshot(
             .max(1),
     )?;
     let expected = usize::try_from(opened.manifest.event_count).unwrap_or(usize::MAX);
-    let parts: Vec<_> = parts.iter().map(snapshot::Part::events).collect();
-    let applied = denylist.try_replace_all(parts, expected)?;
-    Ok((opened.manifest, opened.key_id, applied))
+    let applied =
+        denylist.try_replace_all(parts.iter().map(snapshot::Part::events).collect(), expected)?;
+    let encoded = keep_encoded
+        .then(|| {
+            parts
+                .iter()
+                .flat_map(snapshot::Part::encoded)
+                .map(Box::<[u8]>::from)
+                .collect::<Vec<_>>()
+        })
+        // Every event was just decoded from this framing: a short walk cannot happen,
+        // but a short copy must never stand for the denylist in force.
+        .filter(|encoded| encoded.len() == expected);
+    Ok(LoadedSnapshot {
+        manifest: opened.manifest,
+        key_id: opened.key_id,
+        applied,
+        encoded,
+    })
 }
