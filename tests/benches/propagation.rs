@@ -17,21 +17,13 @@
 // Bench binaries print their results.
 #![allow(clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
-
 use denylist_proto::events::RuleKind;
-use denylist_proto::pb;
+use denylist_tests::bench::{percentile_ms, until_every_sidecar};
 use denylist_tests::events::revoke;
 use denylist_tests::{Fleet, unique};
-use futures::StreamExt as _;
 
 const SIDECARS: usize = 20;
 const ROUNDS: usize = 200;
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
 
 async fn run() -> anyhow::Result<()> {
     // Production log level: the harness default (debug) would time the logger too.
@@ -41,37 +33,12 @@ async fn run() -> anyhow::Result<()> {
     for _ in 0..ROUNDS {
         let jti = unique("prop");
         let token = fleet.issuer.token().jti(&jti).mint();
-        let mut watches = Vec::with_capacity(SIDECARS);
-        for sidecar in &fleet.sidecars {
-            watches.push(
-                sidecar
-                    .watch(pb::WatchRequest {
-                        token: token.clone(),
-                        ..Default::default()
-                    })
-                    .await?,
-            );
-        }
-        let start = Instant::now();
-        let arrivals = futures::future::join_all(watches.into_iter().map(|mut w| async move {
-            match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
-                Ok(Some(Ok(_))) => Ok(start.elapsed()),
-                other => Err(anyhow::anyhow!("no revocation notice: {other:?}")),
-            }
-        }));
         let publish = async {
             let event = revoke(RuleKind::Jti, fleet.issuer.iss(), &[&jti]);
-            fleet.publish(&event).await?;
-            Ok::<_, anyhow::Error>(start.elapsed())
+            fleet.publish(&event).await.map(drop)
         };
-        let (arrivals, ack) = tokio::join!(arrivals, publish);
-        acked.push(ack?);
-        let last = arrivals
-            .into_iter()
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .into_iter()
-            .max()
-            .unwrap_or_default();
+        let (ack, last) = until_every_sidecar(&fleet, &token, publish).await?;
+        acked.push(ack);
         enforced.push(last);
     }
     enforced.sort_unstable();
@@ -81,15 +48,15 @@ async fn run() -> anyhow::Result<()> {
     );
     println!(
         "| publish → JetStream ack | {:.2} | {:.2} | {:.2} |",
-        percentile(&acked, 0.5),
-        percentile(&acked, 0.99),
-        percentile(&acked, 1.0)
+        percentile_ms(&acked, 0.5),
+        percentile_ms(&acked, 0.99),
+        percentile_ms(&acked, 1.0)
     );
     println!(
         "| publish → all {SIDECARS} sidecars rejecting | {:.2} | {:.2} | {:.2} |",
-        percentile(&enforced, 0.5),
-        percentile(&enforced, 0.99),
-        percentile(&enforced, 1.0)
+        percentile_ms(&enforced, 0.5),
+        percentile_ms(&enforced, 0.99),
+        percentile_ms(&enforced, 1.0)
     );
     Ok(())
 }

@@ -20,9 +20,9 @@
 // Bench binaries print their results.
 #![allow(clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use denylist_proto::pb;
+use denylist_tests::bench::{percentile_ms, until_every_sidecar};
 use denylist_tests::tokens::ISSUER;
 use denylist_tests::transmitter::{
     ReceiverKey, ReceiverOptions, ReceiverProcess, SESSION_REVOKED, Transmitter,
@@ -35,11 +35,6 @@ const SIDECARS: usize = 20;
 const ROUNDS: usize = 200;
 const SIGNALS: usize = 5_000;
 const IN_FLIGHT: usize = 32;
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
 
 async fn run() -> anyhow::Result<()> {
     let key = ReceiverKey::generate()?;
@@ -62,39 +57,15 @@ async fn run() -> anyhow::Result<()> {
     for _ in 0..ROUNDS {
         let sid = unique("sid");
         let token = fleet.issuer.token().sid(&sid).mint();
-        let mut watches = Vec::with_capacity(SIDECARS);
-        for sidecar in &fleet.sidecars {
-            watches.push(
-                sidecar
-                    .watch(pb::WatchRequest {
-                        token: token.clone(),
-                        ..Default::default()
-                    })
-                    .await?,
-            );
-        }
         let logout =
             transmitter.logout_token(&transmitter.logout_claims(&unique("lt"), Some(&sid), None));
-        let start = Instant::now();
-        let arrivals = futures::future::join_all(watches.into_iter().map(|mut w| async move {
-            match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
-                Ok(Some(Ok(_))) => Ok(start.elapsed()),
-                other => Err(anyhow::anyhow!("no revocation notice: {other:?}")),
-            }
-        }));
         let post = async {
             let answer = receiver.logout(&logout).await?;
             anyhow::ensure!(answer.status == 200, "{answer:?}");
-            Ok::<_, anyhow::Error>(start.elapsed())
+            Ok(())
         };
-        let (arrivals, post) = tokio::join!(arrivals, post);
-        answered.push(post?);
-        let last = arrivals
-            .into_iter()
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .into_iter()
-            .max()
-            .unwrap_or_default();
+        let (post, last) = until_every_sidecar(&fleet, &token, post).await?;
+        answered.push(post);
         enforced.push(last);
     }
     enforced.sort_unstable();
@@ -108,9 +79,9 @@ async fn run() -> anyhow::Result<()> {
     ] {
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} |",
-            percentile(d, 0.5),
-            percentile(d, 0.99),
-            percentile(d, 1.0)
+            percentile_ms(d, 0.5),
+            percentile_ms(d, 0.99),
+            percentile_ms(d, 1.0)
         );
     }
 
