@@ -18,8 +18,9 @@ use tokio::time::Instant;
 
 use crate::env;
 
-/// How to connect to NATS.
-#[derive(Debug, Clone)]
+/// How to connect to NATS. Its `Debug` shows whether a password or token is set, never
+/// the secret itself (nor credentials in a URL).
+#[derive(Clone)]
 pub struct NatsOptions {
     /// Server URL(s), comma-separated: `nats://host:4222`, `tls://host:4222`.
     pub url: String,
@@ -47,6 +48,27 @@ pub struct NatsOptions {
     pub request_timeout: Duration,
     /// Connection name shown in the server's monitoring. Default `denylistctl`.
     pub name: String,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("NatsOptions")
+            .field("url", &shown_urls(&self.url))
+            .field("creds_file", &self.creds_file)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("user", &self.user)
+            .field("password", &redacted(&self.password))
+            .field("token", &redacted(&self.token))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_required", &self.tls_required)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl Default for NatsOptions {

@@ -10,6 +10,8 @@
 //!   from the signal, so retries and replicas publish once).
 //! - [`http`]: the endpoints (`/backchannel-logout/<provider>`, `/ssf/push/<provider>`,
 //!   `/metrics`, `/healthz`, `/readyz`); [`poll`]: the RFC 8936 poll client.
+//! - [`stream`]: the SSF stream created, kept configured and verified at the transmitter
+//!   (`[providers.stream]`), through [`ssf`], the stream management API client.
 //!
 //! A provider is answered success only after JetStream acknowledged every revocation the
 //! signal calls for; when that cannot happen in time it is answered 503 (push) or the SET is
@@ -22,6 +24,8 @@ pub mod metrics;
 pub mod poll;
 pub mod replay;
 pub mod signal;
+pub mod ssf;
+pub mod stream;
 pub mod token;
 
 use std::sync::Arc;
@@ -36,6 +40,8 @@ use keys::KeySet;
 use metrics::Metrics;
 use replay::ReplayCache;
 use signal::{SetContent, Signal};
+use ssf::Credential;
+use stream::ManagedStream;
 pub use token::SignalError;
 use token::{TokenPolicy, VerifiedToken};
 
@@ -57,7 +63,6 @@ pub enum Outcome {
 }
 
 /// One configured provider, ready to verify its signals.
-#[derive(Debug)]
 pub struct Provider {
     /// Its configuration.
     pub config: ProviderConfig,
@@ -68,7 +73,38 @@ pub struct Provider {
     /// Its keys.
     pub keys: KeySet,
     push_authorization: Option<String>,
-    poll_authorization: Option<String>,
+    /// The file the poll `Authorization` value is read from before every poll request (a
+    /// refresher may rewrite it).
+    poll_authorization: Option<Credential>,
+    /// The managed SSF stream (`[providers.stream]`).
+    pub stream: Option<ManagedStream>,
+}
+
+/// By hand, so that the push `Authorization` value is never printed.
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("config", &self.config)
+            .field("keys", &self.keys)
+            .field(
+                "push_authorization",
+                &self.push_authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("poll_authorization", &self.poll_authorization)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// The poll endpoint in force: configured, or assigned to the managed stream (`None`
+    /// until it is configured).
+    pub fn poll_endpoint(&self) -> Option<String> {
+        match self.config.poll.as_ref().and_then(|p| p.endpoint.clone()) {
+            Some(endpoint) => Some(endpoint),
+            None => self.stream.as_ref().and_then(ManagedStream::poll_endpoint),
+        }
+    }
 }
 
 /// The receiver: providers, the publisher, replay cache and metrics. Shared by the HTTP
@@ -88,11 +124,14 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver for `config` (already validated) publishing with `publisher` over `nats`.
     /// Reads the providers' secret files; keys are loaded by [`Receiver::load_keys`] or on
-    /// first use.
+    /// first use. `signing_key_pem` (the revocation signing key, the same at every
+    /// replica) keys the SSF verification states (through its DER bytes, see
+    /// [`stream::state_key_material`]).
     pub fn new(
         config: &ReceiverConfig,
         publisher: Publisher,
         nats: async_nats::Client,
+        signing_key_pem: &str,
     ) -> Result<Self, ConfigError> {
         let http = reqwest::Client::builder()
             .user_agent("denylist-receiver")
@@ -101,6 +140,7 @@ impl Receiver {
                 field: "providers".into(),
                 message: format!("cannot build the HTTP client: {e}"),
             })?;
+        let state_key_material = stream::state_key_material(signing_key_pem);
         let mut providers = Vec::new();
         for (i, p) in config.providers.iter().enumerate() {
             let push_authorization = p
@@ -113,11 +153,41 @@ impl Receiver {
                     )
                 })
                 .transpose()?;
-            let poll_authorization = p
-                .poll
+            let poll_authorization = match (
+                p.poll
+                    .as_ref()
+                    .and_then(|poll| poll.authorization_file.as_ref()),
+                &p.stream,
+            ) {
+                (Some(path), _) => Some(Credential {
+                    field: format!("providers[{i}].poll.authorization_file"),
+                    path: path.clone(),
+                }),
+                // SSF 1.0 §7.1.1: the management API's authorization also protects the
+                // poll endpoint.
+                (None, Some(s)) if p.polls_managed_stream() => Some(Credential {
+                    field: format!("providers[{i}].stream.authorization_file"),
+                    path: s.authorization_file.clone(),
+                }),
+                (None, _) => None,
+            };
+            // Read once now, so a missing file fails at start rather than at first poll.
+            if let Some(c) = &poll_authorization {
+                read_secret(&c.field, &c.path)?;
+            }
+            let stream = p
+                .stream
                 .as_ref()
-                .and_then(|poll| poll.authorization_file.as_ref())
-                .map(|path| read_secret(&format!("providers[{i}].poll.authorization_file"), path))
+                .map(|s| {
+                    ManagedStream::new(
+                        p,
+                        i,
+                        s,
+                        push_authorization.as_deref(),
+                        http.clone(),
+                        &state_key_material,
+                    )
+                })
                 .transpose()?;
             providers.push(Provider {
                 logout_policy: TokenPolicy {
@@ -138,6 +208,7 @@ impl Receiver {
                 config: p.clone(),
                 push_authorization,
                 poll_authorization,
+                stream,
             });
         }
         Ok(Self {
@@ -173,7 +244,10 @@ impl Receiver {
         }
     }
 
-    /// Ready: connected to NATS and every provider's keys loaded.
+    /// Ready: connected to NATS and every provider's keys loaded. Managed SSF streams do
+    /// not count: the transmitter's management API being down (or the credential
+    /// expired) during a restart must not make every replica unready while the stream
+    /// itself still delivers; see [`Receiver::stream_report`].
     pub fn is_ready(&self) -> Result<(), String> {
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err("not connected to NATS".into());
@@ -182,6 +256,31 @@ impl Receiver {
             return Err(format!("keys of provider {} not loaded", p.config.name));
         }
         Ok(())
+    }
+
+    /// One line per managed SSF stream: configured (and its id) or why not yet, for the
+    /// `/readyz` body (informational: it does not decide readiness).
+    pub fn stream_report(&self) -> String {
+        let mut report = String::new();
+        for p in &self.providers {
+            let Some(stream) = &p.stream else { continue };
+            let state = stream.state();
+            let line = match (&state.stream_id, &state.last_error) {
+                (Some(id), None) => format!("SSF stream of provider {}: {id}", p.config.name),
+                (Some(id), Some(e)) => format!(
+                    "SSF stream of provider {}: {id}, last resync failed: {e}",
+                    p.config.name
+                ),
+                (None, e) => format!(
+                    "SSF stream of provider {} not configured yet: {}",
+                    p.config.name,
+                    e.as_deref().unwrap_or("first attempt under way")
+                ),
+            };
+            report.push_str(&line);
+            report.push('\n');
+        }
+        report
     }
 
     /// Handles a logout token (Back-Channel Logout 1.0 §2.6) from `provider` at `now`
@@ -256,10 +355,40 @@ impl Receiver {
                     self.act(provider, &signal, &verified, &provider.set_policy, now, started)
                         .await
                 }
-                SetContent::Verification(state) => {
+                SetContent::Verification { stream_id, state } => {
                     label = "verification";
-                    tracing::info!(provider = %provider.config.name, ?state, "SSF verification event received");
-                    Ok(Outcome::Acknowledged("verified"))
+                    let outcome = match &provider.stream {
+                        Some(stream) => stream.verification(
+                            &self.metrics,
+                            stream_id.as_deref(),
+                            state.as_deref(),
+                            now,
+                        ),
+                        None => {
+                            tracing::info!(provider = %provider.config.name, ?stream_id, ?state, "SSF verification event received");
+                            "acknowledged"
+                        }
+                    };
+                    Ok(Outcome::Acknowledged(outcome))
+                }
+                SetContent::StreamUpdated {
+                    stream_id,
+                    status,
+                    reason,
+                } => {
+                    label = "stream-updated";
+                    match &provider.stream {
+                        Some(stream) => stream.stream_updated(
+                            &self.metrics,
+                            stream_id.as_deref(),
+                            &status,
+                            reason.as_deref(),
+                        ),
+                        None => {
+                            tracing::warn!(provider = %provider.config.name, ?stream_id, status, ?reason, "the transmitter changed the SSF stream's status");
+                        }
+                    }
+                    Ok(Outcome::Acknowledged("acknowledged"))
                 }
                 SetContent::Ignored(t) => {
                     label = t.as_str();
@@ -363,16 +492,21 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    for p in receiver
-        .providers
-        .iter()
-        .filter(|p| p.config.poll.is_some())
-    {
-        tasks.spawn(poll::run(
-            receiver.clone(),
-            p.config.name.clone(),
-            stopped.clone(),
-        ));
+    for p in &receiver.providers {
+        if p.config.poll_config().is_some() {
+            tasks.spawn(poll::run(
+                receiver.clone(),
+                p.config.name.clone(),
+                stopped.clone(),
+            ));
+        }
+        if p.stream.is_some() {
+            tasks.spawn(stream::run(
+                receiver.clone(),
+                p.config.name.clone(),
+                stopped.clone(),
+            ));
+        }
     }
     {
         // Keys that could not be loaded at start are retried, so readiness comes without

@@ -11,11 +11,11 @@
 //! bytes, so a key id can never name a different key.
 //!
 //! Least privilege: a trusted key may carry a [`Scope`], the rule kinds and issuers
-//! it may revoke. Every signed thing is opened here, so the scope is enforced here,
-//! once, for every path that applies events (live delivery, catch-up, snapshots):
-//! [`TrustedKeys::open`] refuses a scoped key's event outside its scope and any lift
-//! by it, and a scoped key's snapshot or heartbeat signature is refused outright
-//! ([`EnvelopeError::OutOfScope`]).
+//! it may revoke, or "heartbeats only". Every signed thing is opened here, so the scope
+//! is enforced here, once, for every path that applies events (live delivery, catch-up,
+//! snapshots): [`TrustedKeys::open`] refuses a scoped key's event outside its scope and
+//! any lift by it, and a scoped key's snapshot signature, or heartbeat signature unless
+//! it is a heartbeat key, is refused outright ([`EnvelopeError::OutOfScope`]).
 
 use std::collections::HashMap;
 
@@ -128,20 +128,37 @@ impl SigningKey {
 }
 
 /// What a scoped publisher key may sign: revocations of some rule kinds, for some
-/// issuers. A scoped key never lifts (a lift names events by id, and a sidecar does
-/// not keep which key published each one) and never signs a snapshot (one signature
-/// over many events) or a heartbeat (it vouches for the whole stream).
+/// issuers; or, for a heartbeat key, the fleet heartbeat and nothing else. A scoped key
+/// never lifts (a lift names events by id, and a sidecar does not keep which key
+/// published each one) and never signs a snapshot (one signature over many events); only
+/// a heartbeat key or a key with full authority signs a heartbeat (it vouches for the
+/// whole stream's state, not for any revocation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
     /// The rule kinds it may revoke; `None`: every kind.
     pub kinds: Option<Vec<RuleKind>>,
     /// The exact issuers (`iss`) whose rules it may revoke; `None`: every issuer.
     pub issuers: Option<Vec<String>>,
+    /// A heartbeat key: it signs fleet heartbeats and may revoke nothing (`kinds` and
+    /// `issuers` are then unused), so the heartbeat component's key, which signs every
+    /// second on every replica, cannot revoke or lift anything if it leaks.
+    pub heartbeats_only: bool,
 }
 
 impl Scope {
+    /// The scope of a heartbeat key.
+    pub fn heartbeats_only() -> Self {
+        Self {
+            heartbeats_only: true,
+            ..Self::default()
+        }
+    }
+
     /// Whether the scope covers `event`; the error says what it does not allow.
     pub fn permits(&self, event: &Event) -> Result<(), String> {
+        if self.heartbeats_only {
+            return Err("a heartbeat key may not revoke or lift".into());
+        }
         let revoke = match &event.action {
             Action::Revoke(revoke) => revoke,
             Action::Lift { .. } => return Err("a scoped key may not lift revocations".into()),
@@ -408,20 +425,23 @@ impl SigningKey {
 }
 
 impl TrustedKeys {
-    /// Decodes a heartbeat message body, checks its signature by a trusted key with
-    /// full authority (a scoped key's heartbeat is [`EnvelopeError::OutOfScope`]), then
-    /// decodes and checks the heartbeat. Returns it with the key id that signed it.
+    /// Decodes a heartbeat message body, checks its signature by a trusted key with full
+    /// authority or a heartbeat key (another scoped key's heartbeat is
+    /// [`EnvelopeError::OutOfScope`]), then decodes and checks the heartbeat. Returns it
+    /// with the key id that signed it.
     pub fn open_heartbeat(&self, message: &[u8]) -> Result<(Heartbeat, String), EnvelopeError> {
         let signed = pb::SignedHeartbeat::decode(message)
             .map_err(|e| EnvelopeError::Decode(e.to_string()))?;
         let mut bytes = HEARTBEAT_SIGNING_PREFIX.to_vec();
         bytes.extend_from_slice(&signed.heartbeat);
         let signer = self.check(&signed.key_id, &bytes, &signed.signature)?;
-        Self::unscoped(
-            signer,
-            &signed.key_id,
-            "a scoped key may not sign heartbeats",
-        )?;
+        if !signer.scope.as_ref().is_some_and(|s| s.heartbeats_only) {
+            Self::unscoped(
+                signer,
+                &signed.key_id,
+                "a scoped key may not sign heartbeats",
+            )?;
+        }
         let heartbeat = pb::StreamHeartbeat::decode(signed.heartbeat.as_slice())
             .map_err(|e| EnvelopeError::Decode(format!("heartbeat: {e}")))?;
         Ok((Heartbeat::from_proto(heartbeat)?, signed.key_id))

@@ -97,8 +97,8 @@ pub struct Identity {
 
 impl Identity {
     /// The identity of a sidecar with this `[nats]` section: its stream, and every
-    /// trusted publisher key with its scope (`trusted_publishers` and each
-    /// `[[nats.trusted_publisher]]`), in a canonical order.
+    /// trusted publisher key that may sign events, with its scope (`trusted_publishers`
+    /// and each `[[nats.trusted_publisher]]` but heartbeat keys), in a canonical order.
     pub fn of(nats: &NatsConfig) -> Self {
         let list = |items: Option<&Vec<String>>| {
             items.map_or_else(
@@ -114,14 +114,21 @@ impl Identity {
             .trusted_publishers
             .iter()
             .map(|k| format!("{} kinds=* issuers=*", k.trim()))
-            .chain(nats.trusted_publisher.iter().map(|p| {
-                format!(
-                    "{} kinds={} issuers={}",
-                    p.key.trim(),
-                    list(p.kinds.as_ref()),
-                    list(p.issuers.as_ref())
-                )
-            }))
+            // A heartbeat key signs no event, so no state's content depends on it: rotating
+            // it must not make every pod of the fleet download the snapshot again.
+            .chain(
+                nats.trusted_publisher
+                    .iter()
+                    .filter(|p| !p.heartbeats_only)
+                    .map(|p| {
+                        format!(
+                            "{} kinds={} issuers={}",
+                            p.key.trim(),
+                            list(p.kinds.as_ref()),
+                            list(p.issuers.as_ref())
+                        )
+                    }),
+            )
             .collect();
         keys.sort_unstable();
         keys.dedup();

@@ -576,6 +576,15 @@ impl StreamFollower {
     }
 }
 
+/// How many times `client` has connected: a change means the connection that was up before
+/// is gone (with the replies still coming on it), and any outage since, however short.
+fn connects(client: &async_nats::Client) -> u64 {
+    client
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The stream sequence a republished message carries.
 fn live_sequence(message: &async_nats::Message) -> Option<u64> {
     message

@@ -12,10 +12,19 @@ use crate::Fleet;
 /// `--bench`: `cargo test --benches` runs bench binaries without it, and a bench
 /// that publishes a million events must not run there.
 pub fn main<F: Future<Output = anyhow::Result<()>>>(run: impl FnOnce() -> F) -> anyhow::Result<()> {
+    main_with(tokio::runtime::Builder::new_multi_thread(), run)
+}
+
+/// [`main`] on a runtime from `builder` (two workers are set here), for a bench that needs
+/// more of the runtime than its defaults.
+pub fn main_with<F: Future<Output = anyhow::Result<()>>>(
+    mut builder: tokio::runtime::Builder,
+    run: impl FnOnce() -> F,
+) -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    tokio::runtime::Builder::new_multi_thread()
+    builder
         .worker_threads(2)
         .enable_all()
         .build()?

@@ -47,6 +47,14 @@ impl HeartbeatKey {
         self.public_key.clone()
     }
 
+    /// The signing key itself (read back from its PEM file), to sign what
+    /// `denylistctl heartbeat` never would.
+    pub fn signing_key(&self) -> anyhow::Result<SigningKey> {
+        Ok(SigningKey::from_pkcs8_pem(&std::fs::read_to_string(
+            self.path(),
+        )?)?)
+    }
+
     fn path(&self) -> PathBuf {
         self.dir.path().join("heartbeat.pem")
     }

@@ -58,6 +58,8 @@ pub struct ScopedPublisher {
     pub kinds: Vec<String>,
     /// `issuers`: the issuers whose rules it may revoke.
     pub issuers: Vec<String>,
+    /// `heartbeats_only`: a heartbeat key (`kinds` and `issuers` are then left out).
+    pub heartbeats_only: bool,
 }
 
 /// How to configure one sidecar. [`SidecarOptions::new`] gives test-friendly defaults:
@@ -205,11 +207,18 @@ impl SidecarOptions {
         if !self.scoped_publishers.is_empty() {
             let list = |items: &[String]| Value::Array(items.iter().map(|i| s(i)).collect());
             let entries = self.scoped_publishers.iter().map(|p| {
-                table(vec![
-                    ("key", s(&p.key)),
-                    ("kinds", list(&p.kinds)),
-                    ("issuers", list(&p.issuers)),
-                ])
+                if p.heartbeats_only {
+                    table(vec![
+                        ("key", s(&p.key)),
+                        ("heartbeats_only", Value::Boolean(true)),
+                    ])
+                } else {
+                    table(vec![
+                        ("key", s(&p.key)),
+                        ("kinds", list(&p.kinds)),
+                        ("issuers", list(&p.issuers)),
+                    ])
+                }
             });
             nats.push(("trusted_publisher", Value::Array(entries.collect())));
         }

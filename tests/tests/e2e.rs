@@ -28,6 +28,8 @@ mod local_state;
 mod propagation;
 #[path = "e2e/receiver.rs"]
 mod receiver;
+#[path = "e2e/receiver_stream.rs"]
+mod receiver_stream;
 #[path = "e2e/scopes.rs"]
 mod scopes;
 #[path = "e2e/snapshot.rs"]

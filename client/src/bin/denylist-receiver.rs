@@ -84,7 +84,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let public_key = key.public_key();
     let client = nats.connect_until(config.nats.startup_timeout).await?;
     let publisher = Publisher::new(nats.jetstream(client.clone()), key);
-    let receiver = Arc::new(Receiver::new(&config, publisher, client.clone())?);
+    let receiver = Arc::new(Receiver::new(&config, publisher, client.clone(), &pem)?);
     receiver.load_keys().await;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

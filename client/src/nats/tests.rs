@@ -277,3 +277,16 @@ async fn a_failed_connect_does_not_print_the_password() {
         "{shown}"
     );
 }
+
+#[test]
+fn debug_never_prints_a_secret() {
+    let mut options = NatsOptions::new("nats://alice:s3cret@nats:4222");
+    options.password = Some("pa55word".into());
+    options.token = Some("t0ken".into());
+    let shown = format!("{options:?}");
+    for secret in ["s3cret", "pa55word", "t0ken"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("<redacted>"), "{shown}");
+    assert!(shown.contains("nats:4222"), "{shown}");
+}

@@ -291,8 +291,78 @@ pub struct ProviderConfig {
     pub email_subjects: BTreeMap<String, String>,
     /// SSF push delivery (RFC 8935) to `/ssf/push/<name>`; off without it.
     pub push: Option<PushConfig>,
-    /// SSF poll delivery (RFC 8936); off without it.
+    /// SSF poll delivery (RFC 8936); off without it, unless `stream.delivery = "poll"`.
     pub poll: Option<PollConfig>,
+    /// The SSF stream the receiver creates and keeps configured at the transmitter (SSF 1.0
+    /// §8); without it the stream is configured by hand.
+    pub stream: Option<StreamConfig>,
+}
+
+/// How SETs reach the receiver on a managed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// RFC 8935: the transmitter POSTs to `/ssf/push/<provider>` (`[providers.push]`).
+    Push,
+    /// RFC 8936: the receiver polls the endpoint the transmitter assigns to the stream.
+    Poll,
+}
+
+impl Delivery {
+    /// The delivery method URI of SSF 1.0 §6.1.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Push => "urn:ietf:rfc:8935",
+            Self::Poll => "urn:ietf:rfc:8936",
+        }
+    }
+}
+
+/// `[providers.stream]`: the SSF stream the receiver manages through the transmitter's
+/// stream management API (SSF 1.0 §8).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The transmitter configuration metadata (SSF 1.0 §7). Default: the issuer with
+    /// `/.well-known/ssf-configuration` inserted between host and path.
+    pub metadata_url: Option<String>,
+    /// File holding the `Authorization` header value for the management API (e.g.
+    /// `Bearer eyJ…`); also sent to a stream's poll endpoint unless
+    /// `[providers.poll].authorization_file` is set.
+    pub authorization_file: PathBuf,
+    /// `push` or `poll`.
+    pub delivery: Delivery,
+    /// Push only: the public URL the transmitter POSTs SETs to (this receiver's
+    /// `/ssf/push/<provider>` behind its ingress). The same for every replica.
+    pub endpoint_url: Option<String>,
+    /// The stream's `description`. Default `denylist-receiver <provider>`.
+    pub description: Option<String>,
+    /// How often the stream is read again and repaired (another replica may have replaced
+    /// it, the transmitter may have paused it). Default 5 min.
+    #[serde(default = "five_minutes", with = "humantime_serde")]
+    pub resync_interval: Duration,
+    /// How often a verification event is requested after the first one (at start and
+    /// whenever the stream changes); never again without it. Raised to the stream's
+    /// `min_verification_interval`.
+    #[serde(default, with = "humantime_serde")]
+    pub verify_interval: Option<Duration>,
+}
+
+impl StreamConfig {
+    /// The metadata URL: configured, or derived from `issuer` (SSF 1.0 §7.2).
+    pub fn metadata_url(&self, issuer: &str) -> String {
+        if let Some(url) = &self.metadata_url {
+            return url.clone();
+        }
+        let issuer = issuer.trim_end_matches('/');
+        match url::Url::parse(issuer) {
+            Ok(u) if u.path() != "/" && !u.path().is_empty() => {
+                let origin = u.origin().ascii_serialization();
+                format!("{origin}/.well-known/ssf-configuration{}", u.path())
+            }
+            _ => format!("{issuer}/.well-known/ssf-configuration"),
+        }
+    }
 }
 
 /// `[providers.push]`.
@@ -308,8 +378,9 @@ pub struct PushConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollConfig {
-    /// The transmitter's poll endpoint (the stream's `delivery.endpoint_url`).
-    pub endpoint: String,
+    /// The transmitter's poll endpoint (the stream's `delivery.endpoint_url`). Required
+    /// unless `[providers.stream]` has `delivery = "poll"`, which takes it from the stream.
+    pub endpoint: Option<String>,
     /// File holding the `Authorization` header value sent to it.
     pub authorization_file: Option<PathBuf>,
     /// Wait between polls that returned nothing. Default 5 s.
@@ -321,6 +392,18 @@ pub struct PollConfig {
     /// Bound on one poll request. Default 30 s.
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
     pub request_timeout: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            authorization_file: None,
+            interval: five_seconds(),
+            max_events: default_max_events(),
+            request_timeout: thirty_seconds(),
+        }
+    }
 }
 
 impl ReceiverConfig {
@@ -391,6 +474,23 @@ impl ProviderConfig {
         } else {
             self.token_issuers.clone()
         }
+    }
+
+    /// The poll settings in force: `[providers.poll]`, or its defaults for a stream with
+    /// poll delivery.
+    pub fn poll_config(&self) -> Option<PollConfig> {
+        match (&self.poll, &self.stream) {
+            (Some(poll), _) => Some(poll.clone()),
+            (None, Some(s)) if s.delivery == Delivery::Poll => Some(PollConfig::default()),
+            (None, _) => None,
+        }
+    }
+
+    /// Whether the poll endpoint comes from the managed stream.
+    pub fn polls_managed_stream(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(|s| s.delivery == Delivery::Poll)
     }
 
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
@@ -491,7 +591,25 @@ impl ProviderConfig {
             ));
         }
         if let Some(poll) = &self.poll {
-            check_http_url(&field("poll.endpoint"), &poll.endpoint)?;
+            match (&poll.endpoint, self.polls_managed_stream()) {
+                // The poll credential goes there.
+                (Some(endpoint), false) => check_secure_url(&field("poll.endpoint"), endpoint)?,
+                (None, false) => {
+                    return Err(invalid(
+                        field("poll.endpoint"),
+                        "give the transmitter's poll endpoint, or a [providers.stream] with \
+                         delivery = \"poll\" to take it from the stream",
+                    ));
+                }
+                (Some(_), true) => {
+                    return Err(invalid(
+                        field("poll.endpoint"),
+                        "the managed stream (delivery = \"poll\") assigns the poll endpoint: \
+                         leave it out",
+                    ));
+                }
+                (None, true) => {}
+            }
             if poll.interval < Duration::from_millis(50) {
                 return Err(invalid(field("poll.interval"), "must be at least 50ms"));
             }
@@ -508,7 +626,88 @@ impl ProviderConfig {
                 ));
             }
         }
+        if let Some(stream) = &self.stream {
+            self.validate_stream(at, stream)?;
+        }
         Ok(())
+    }
+
+    fn validate_stream(&self, at: &str, stream: &StreamConfig) -> Result<(), ConfigError> {
+        let field = |name: &str| format!("{at}.stream.{name}");
+        // The endpoints the metadata names receive the management credential; the
+        // metadata itself must not be open to tampering on the way either.
+        match &stream.metadata_url {
+            Some(url) => check_secure_url(&field("metadata_url"), url)?,
+            None => check_secure_url(&field("metadata_url"), &stream.metadata_url(&self.issuer))
+                .map_err(|e| match e {
+                    ConfigError::Invalid { field, message } => ConfigError::Invalid {
+                        field,
+                        message: format!(
+                            "derived from the issuer {:?}: {message}; give metadata_url",
+                            self.issuer
+                        ),
+                    },
+                    other => other,
+                })?,
+        }
+        match (stream.delivery, &stream.endpoint_url) {
+            // The transmitter sends the push Authorization value and the SETs there.
+            (Delivery::Push, Some(url)) => check_secure_url(&field("endpoint_url"), url)?,
+            (Delivery::Push, None) => {
+                return Err(invalid(
+                    field("endpoint_url"),
+                    "push delivery needs the public URL of this receiver's \
+                     /ssf/push/<provider> endpoint",
+                ));
+            }
+            (Delivery::Poll, Some(_)) => {
+                return Err(invalid(
+                    field("endpoint_url"),
+                    "with poll delivery the transmitter assigns the endpoint: leave it out",
+                ));
+            }
+            (Delivery::Poll, None) => {}
+        }
+        if stream.delivery == Delivery::Push && self.push.is_none() {
+            return Err(invalid(
+                format!("{at}.push"),
+                "push delivery needs [providers.push]: its authorization value is the \
+                 stream's authorization_header",
+            ));
+        }
+        if stream.description.as_ref().is_some_and(String::is_empty) {
+            return Err(invalid(field("description"), "must not be empty"));
+        }
+        if self.ssf_events().is_empty() {
+            return Err(invalid(
+                format!("{at}.events"),
+                "a stream needs at least one SSF event type (backchannel-logout is not one)",
+            ));
+        }
+        if stream.resync_interval < Duration::from_secs(1) {
+            return Err(invalid(field("resync_interval"), "must be at least 1s"));
+        }
+        if stream
+            .verify_interval
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(invalid(field("verify_interval"), "must be at least 1s"));
+        }
+        Ok(())
+    }
+
+    /// The event type URIs a managed stream requests: the provider's `events` but
+    /// back-channel logout, sorted.
+    pub fn ssf_events(&self) -> Vec<String> {
+        let mut uris: Vec<String> = self
+            .events
+            .iter()
+            .filter(|t| **t != SignalType::BackchannelLogout)
+            .map(|t| t.uri().to_owned())
+            .collect();
+        uris.sort();
+        uris.dedup();
+        uris
     }
 }
 
@@ -518,6 +717,13 @@ fn check_http_url(field: &str, url: &str) -> Result<(), ConfigError> {
         Ok(_) => Err(invalid(field, format!("{url:?} is not an http(s) URL"))),
         Err(e) => Err(invalid(field, format!("{url:?}: {e}"))),
     }
+}
+
+/// [`check_http_url`], and `https` unless the host is a loopback one (a credential is sent
+/// to `url`).
+fn check_secure_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    check_http_url(field, url)?;
+    super::ssf::check_secure_url(url).map_err(|message| invalid(field, message))
 }
 
 /// Reads a secret file, trimmed; the error names the field.
@@ -569,6 +775,9 @@ fn thirty_seconds() -> Duration {
 }
 fn sixty_seconds() -> Duration {
     Duration::from_secs(60)
+}
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
 }
 fn ten_minutes() -> Duration {
     Duration::from_secs(600)

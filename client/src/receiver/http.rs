@@ -9,7 +9,9 @@
 //!   `authentication_failed` otherwise). 202 once acted on (or acknowledged: verification,
 //!   unknown or disabled event types, a redelivered SET); 400 with `{"err":…,"description":…}`
 //!   and an RFC 8935 §2.4 code for a bad SET; 503 when it cannot be stored now.
-//! - `GET /metrics`, `/healthz` (the process serves), `/readyz` (NATS connected, keys loaded).
+//! - `GET /metrics`, `/healthz` (the process serves), `/readyz` (NATS connected, keys
+//!   loaded; the body also reports each managed SSF stream, which readiness does not wait
+//!   for).
 //!
 //! Bodies over `max_body_bytes` are refused with 413 before they are read in full, and a
 //! body not sent within 10 s with 408.
@@ -46,11 +48,12 @@ async fn metrics(State(r): State<Arc<Receiver>>) -> Response {
 }
 
 async fn readyz(State(r): State<Arc<Receiver>>) -> Response {
+    let streams = r.stream_report();
     match r.is_ready() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) => (StatusCode::OK, format!("ready\n{streams}")).into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            format!("not ready: {why}\n{streams}"),
         )
             .into_response(),
     }

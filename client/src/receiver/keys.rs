@@ -29,6 +29,8 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 pub const MAX_SET_AGE: Duration = Duration::from_secs(3600);
 /// Bound on one JWKS or discovery request.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest discovery document or JWKS read (the sidecar's JWKS bound too).
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// Largest RSA modulus accepted.
 const MAX_RSA_BITS: usize = 8192;
 /// Smallest RSA modulus accepted.
@@ -256,10 +258,11 @@ impl KeySet {
         if !status.is_success() {
             return Err(format!("GET {url}: HTTP {status}"));
         }
-        response
-            .json()
+        // Bounded: the provider's server is not trusted to send a sane amount.
+        let body = super::ssf::read_body(response, MAX_DOCUMENT_BYTES)
             .await
-            .map_err(|e| format!("GET {url}: not JSON: {e}"))
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
     }
 }
 

@@ -29,6 +29,10 @@ use super::token::{SignalError, VerifiedToken, numeric_date};
 pub const VERIFICATION_EVENT: &str =
     "https://schemas.openid.net/secevent/ssf/event-type/verification";
 
+/// The SSF stream-updated event type (SSF 1.0 §8.1.5): acknowledged, never published.
+pub const STREAM_UPDATED_EVENT: &str =
+    "https://schemas.openid.net/secevent/ssf/event-type/stream-updated";
+
 /// The revocation one signal calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signal {
@@ -64,8 +68,22 @@ pub enum Target {
 pub enum SetContent {
     /// A revocation.
     Revoke(Signal),
-    /// An SSF verification event (its `state`, if any): acknowledged only.
-    Verification(Option<String>),
+    /// An SSF verification event: acknowledged only.
+    Verification {
+        /// The stream verified (`sub_id`'s opaque `id`), if named.
+        stream_id: Option<String>,
+        /// The `state` the receiver asked for, if any.
+        state: Option<String>,
+    },
+    /// An SSF stream-updated event: acknowledged only.
+    StreamUpdated {
+        /// The stream (`sub_id`'s opaque `id`), if named.
+        stream_id: Option<String>,
+        /// Its new status (`enabled`, `paused`, `disabled`).
+        status: String,
+        /// Why, if said.
+        reason: Option<String>,
+    },
     /// An event type this provider is not configured to act on: acknowledged only.
     Ignored(SignalType),
     /// An event type this receiver does not know: acknowledged only.
@@ -147,13 +165,30 @@ pub fn set_content(
     let event = event
         .as_object()
         .ok_or_else(|| SignalError::Malformed(format!("event {uri} is not a JSON object")))?;
+    // SSF 1.0 §8.1.4.1, §8.1.5: the stream is the `sub_id`, format `opaque`.
+    let stream_id = || {
+        claims
+            .get("sub_id")
+            .filter(|s| s["format"] == "opaque")
+            .and_then(|s| s["id"].as_str())
+            .map(str::to_owned)
+    };
+    let text = |name: &str| event.get(name).and_then(Value::as_str).map(str::to_owned);
     if uri == VERIFICATION_EVENT {
-        return Ok(SetContent::Verification(
-            event
-                .get("state")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        ));
+        return Ok(SetContent::Verification {
+            stream_id: stream_id(),
+            state: text("state"),
+        });
+    }
+    if uri == STREAM_UPDATED_EVENT {
+        let status = text("status").ok_or_else(|| {
+            SignalError::Malformed("the stream-updated event has no `status`".into())
+        })?;
+        return Ok(SetContent::StreamUpdated {
+            stream_id: stream_id(),
+            status,
+            reason: text("reason"),
+        });
     }
     let Some(signal_type) = SignalType::from_uri(uri) else {
         return Ok(SetContent::Unknown(uri.clone()));

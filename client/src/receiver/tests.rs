@@ -586,8 +586,32 @@ async fn verification_disabled_and_malformed_sets() {
     });
     assert_eq!(
         set(&keys, &p, &claims).await.unwrap(),
-        SetContent::Verification(Some("VGhpcyBpcyBh".into()))
+        SetContent::Verification {
+            stream_id: Some("dMTlD|1600802906337.16|16008.16".into()),
+            state: Some("VGhpcyBpcyBh".into())
+        }
     );
+    // SSF 1.0 §8.1.5: a stream-updated event names the stream in an opaque `sub_id`.
+    let mut updated = caep_session_revoked();
+    updated["sub_id"] = json!({"format": "opaque", "id": "f67e39a0a4d34d56b3aa1bc4cff0069f"});
+    updated["events"] = json!({
+        "https://schemas.openid.net/secevent/ssf/event-type/stream-updated": {"status": "paused", "reason": "Internal error"}
+    });
+    assert_eq!(
+        set(&keys, &p, &updated).await.unwrap(),
+        SetContent::StreamUpdated {
+            stream_id: Some("f67e39a0a4d34d56b3aa1bc4cff0069f".into()),
+            status: "paused".into(),
+            reason: Some("Internal error".into())
+        }
+    );
+    updated["events"] = json!({
+        "https://schemas.openid.net/secevent/ssf/event-type/stream-updated": {"reason": "no status"}
+    });
+    assert!(matches!(
+        set(&keys, &p, &updated).await,
+        Err(SignalError::Malformed(m)) if m.contains("status")
+    ));
     // Two events in one SET.
     let mut two = caep_session_revoked();
     two["events"]["https://schemas.openid.net/secevent/risc/event-type/account-purged"] = json!({});
@@ -697,6 +721,7 @@ fn the_shipped_deploy_config_is_valid() {
     config.validate().unwrap();
     assert_eq!(config.providers[0].name, "keycloak");
     assert!(config.providers[0].push.is_some());
+    assert!(config.providers[0].stream.is_some());
 }
 
 #[tokio::test]
@@ -722,4 +747,39 @@ async fn keys_of_an_unreachable_provider_keep_verifying_until_it_answers_again()
         keyset(&p).key_for(Some("rsa-1"), alg).await,
         Err(SignalError::KeysUnavailable(_))
     ));
+}
+
+#[tokio::test]
+async fn a_jwks_over_a_mebibyte_is_refused_while_it_is_read() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let keys = TestKeys::new();
+    let jwks: Value =
+        serde_json::from_str(&std::fs::read_to_string(keys.dir.path().join("jwks.json")).unwrap())
+            .unwrap();
+    let padding = Arc::new(AtomicUsize::new(2 << 20));
+    let served = Arc::clone(&padding);
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let mut document = jwks.clone();
+            document["padding"] = json!("x".repeat(served.load(Ordering::SeqCst)));
+            async move { document.to_string() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut p = keys.provider("https://idp.example", &["aud"]);
+    p.jwks_file = None;
+    p.jwks_url = Some(format!("http://{addr}/jwks"));
+    let set = keyset(&p);
+    let e = set.load().await.unwrap_err();
+    assert!(e.to_string().contains("longer than 1048576 bytes"), "{e}");
+    assert!(!set.is_loaded());
+    // The same document without the padding loads (its two usable keys).
+    padding.store(0, Ordering::SeqCst);
+    assert_eq!(set.load().await.unwrap(), 2);
 }

@@ -199,6 +199,7 @@ fn scoped_setup() -> (SigningKey, SigningKey, TrustedKeys) {
     let scope = Scope {
         kinds: Some(vec![RuleKind::Session, RuleKind::Subject]),
         issuers: Some(vec![IDP.into()]),
+        ..Scope::default()
     };
     assert_eq!(
         trusted.add(&receiver.public_key(), Some(scope)).unwrap(),
@@ -252,6 +253,7 @@ fn a_scope_without_kinds_or_issuers_allows_every_one_of_them() {
     let scope = Scope {
         kinds: None,
         issuers: Some(vec![IDP.into()]),
+        ..Scope::default()
     };
     trusted.add(&key.public_key(), Some(scope)).unwrap();
     for kind in RuleKind::ALL {
@@ -269,6 +271,7 @@ fn a_scope_without_kinds_or_issuers_allows_every_one_of_them() {
     let scope = Scope {
         kinds: Some(vec![RuleKind::Jti]),
         issuers: None,
+        ..Scope::default()
     };
     trusted.add(&key.public_key(), Some(scope)).unwrap();
     let e = revoke(RuleKind::Jti, "https://anyone");
@@ -296,6 +299,41 @@ fn a_scoped_key_may_not_sign_heartbeats_or_snapshots() {
     trusted
         .verify(admin.key_id(), head, &admin.sign_bytes(head))
         .unwrap();
+}
+
+#[test]
+fn a_heartbeat_key_signs_heartbeats_and_nothing_else() {
+    let (admin, _, mut trusted) = scoped_setup();
+    let (beat, _) = SigningKey::generate().unwrap();
+    trusted
+        .add(&beat.public_key(), Some(Scope::heartbeats_only()))
+        .unwrap();
+    let hb = beat.sign_heartbeat(&heartbeat()).encode_to_vec();
+    let (opened, key_id) = trusted.open_heartbeat(&hb).unwrap();
+    assert_eq!(key_id, beat.key_id());
+    assert_eq!(opened, heartbeat());
+
+    // No revocation of any kind or issuer, no lift, no snapshot.
+    for kind in RuleKind::ALL {
+        let reason = out_of_scope(trusted.open(&beat.sign(&revoke(kind, IDP)).encode_to_vec()));
+        assert!(reason.contains("heartbeat key"), "{reason}");
+    }
+    let mut lift = event("lift-2");
+    lift.action = Action::Lift {
+        event_ids: vec!["session-19".into()],
+    };
+    assert!(out_of_scope(trusted.open(&beat.sign(&lift).encode_to_vec())).contains("heartbeat"));
+    let head = b"denylist.v1.snapshot\nmanifest";
+    let err = trusted
+        .verify(beat.key_id(), head, &beat.sign_bytes(head))
+        .unwrap_err();
+    assert!(err.to_string().contains("snapshots"), "{err}");
+
+    // A key with full authority beside it still signs both.
+    let hb = admin.sign_heartbeat(&heartbeat()).encode_to_vec();
+    assert_eq!(trusted.open_heartbeat(&hb).unwrap().1, admin.key_id());
+    let e = revoke(RuleKind::Key, IDP);
+    assert_eq!(trusted.open(&admin.sign(&e).encode_to_vec()).unwrap(), e);
 }
 
 #[test]

@@ -117,7 +117,8 @@ impl Default for NatsConfig {
 /// `trusted_publishers`. With either, it is scoped: its revocations outside the scope
 /// are refused and counted (`denylist_events_rejected_total` and
 /// `denylist_events_out_of_scope_total`), and it may not lift, sign snapshots or sign
-/// heartbeats (see `denylist_proto::envelope::Scope`).
+/// heartbeats (see `denylist_proto::envelope::Scope`). With `heartbeats_only`, it signs
+/// the fleet heartbeat and may revoke nothing: the heartbeat component's key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedPublisher {
@@ -128,11 +129,24 @@ pub struct TrustedPublisher {
     pub kinds: Option<Vec<String>>,
     /// The token issuers (exact `iss`) whose rules it may revoke. Omitted: every issuer.
     pub issuers: Option<Vec<String>>,
+    /// Signs fleet heartbeats only (`denylistctl heartbeat`): revokes and lifts nothing.
+    /// Default false.
+    #[serde(default)]
+    pub heartbeats_only: bool,
 }
 
 impl TrustedPublisher {
     /// The key's scope (`None`: full authority); `at` is the entry's field path.
     fn scope(&self, at: &str) -> Result<Option<Scope>, ConfigError> {
+        if self.heartbeats_only {
+            if self.kinds.is_some() || self.issuers.is_some() {
+                return Err(invalid(
+                    format!("{at}.heartbeats_only"),
+                    "a heartbeat key revokes nothing: leave out `kinds` and `issuers`",
+                ));
+            }
+            return Ok(Some(Scope::heartbeats_only()));
+        }
         if self.kinds.is_none() && self.issuers.is_none() {
             return Ok(None);
         }
@@ -185,7 +199,11 @@ impl TrustedPublisher {
                 nonempty(issuers.to_vec(), &field)
             })
             .transpose()?;
-        Ok(Some(Scope { kinds, issuers }))
+        Ok(Some(Scope {
+            kinds,
+            issuers,
+            heartbeats_only: false,
+        }))
     }
 }
 

@@ -415,6 +415,10 @@ fn scoped_trusted_publishers_are_read_and_validated() {
         "[[nats.trusted_publisher]]\nkey = \"{b}\"\nkinds = [\"jti\"]"
     ));
     Config::from_toml(&only).unwrap().validate().unwrap();
+    // A heartbeat key beside a key with full authority.
+    let c = Config::from_toml(&scoped("heartbeats_only = true")).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.nats.trusted_keys().unwrap().len(), 2);
 
     for (fields, field) in [
         (
@@ -431,6 +435,14 @@ fn scoped_trusted_publishers_are_read_and_validated() {
         (
             "issuers = [\"https://x\", \"https://x\"]",
             "nats.trusted_publisher[0].issuers[1]",
+        ),
+        (
+            "heartbeats_only = true\nkinds = [\"jti\"]",
+            "nats.trusted_publisher[0].heartbeats_only",
+        ),
+        (
+            "heartbeats_only = true\nissuers = [\"https://x\"]",
+            "nats.trusted_publisher[0].heartbeats_only",
         ),
     ] {
         let err = Config::from_toml(&scoped(fields))

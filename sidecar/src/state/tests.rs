@@ -212,6 +212,15 @@ fn the_identity_is_the_set_of_keys_and_their_scopes() {
     .unwrap()
     .trusted_publisher;
     assert_ne!(Identity::of(&scoped), identity(), "a scope changes it");
+
+    // A heartbeat key signs no event: adding or rotating one leaves every state usable.
+    let mut with_heartbeat_key = nats("DENYLIST", &["key-a", "key-b"]);
+    with_heartbeat_key.trusted_publisher = toml::from_str::<NatsConfig>(
+        "[[trusted_publisher]]\nkey = \"key-hb\"\nheartbeats_only = true\n",
+    )
+    .unwrap()
+    .trusted_publisher;
+    assert_eq!(Identity::of(&with_heartbeat_key), identity());
 }
 
 #[test]

@@ -39,7 +39,11 @@
 //!   header) can confirm it before moving past sequences it never saw.
 //! - `503` (no responders: also a stream that does not exist or has no direct gets), no reply
 //!   within [`DirectReadOptions::reply_timeout`], or a lost connection: retried with jittered
-//!   backoff, [`DirectReadOptions::attempts`] times in all.
+//!   backoff, [`DirectReadOptions::attempts`] times in all. Once a batch has begun, a
+//!   timeout before its end is waited out (up to 3 × `reply_timeout` from the request)
+//!   while the connection it came on is still up: the server sends a batch at once,
+//!   so the rest is late only because this process has not read it yet, and asking again
+//!   would have the server send it twice (a fleet rollout measured that: 43 % more bytes).
 //!
 //! Each range reads with one request outstanding at a time and a bounded batch, so a reader
 //! never has more than one batch (`max_bytes`) in flight: a storm of readers is bounded by
@@ -65,7 +69,8 @@ pub struct DirectReadOptions {
     /// Bytes asked for per request (the server stops after the message that reaches it).
     /// Default 256 KiB: well under the server's slow-consumer threshold for one client.
     pub max_bytes: usize,
-    /// How long to wait for the first reply to a request, and then for each next one.
+    /// How long to wait for the first reply to a request, and then for each next one (in
+    /// the middle of a batch, longer while its connection is up: see the module docs).
     /// Default 2 s.
     pub reply_timeout: Duration,
     /// Attempts per batch before a failure is returned (timeouts, no responders). Default 8:
@@ -187,6 +192,9 @@ pub struct ReadStats {
     pub retries: u64,
     /// Requests to the stream leader to settle an ambiguous end.
     pub leader_checks: u64,
+    /// Reply timeouts in the middle of a batch that were waited out instead of asking again
+    /// (the connection the batch came on still up).
+    pub extended_waits: u64,
     /// Messages returned.
     pub messages: u64,
     /// Payload bytes returned.
@@ -630,6 +638,10 @@ impl DirectRange<'_> {
                 Failure::Transient(reader.error_nats(format!("sending a direct get: {e}")))
             })?;
 
+        // The connection the request went out on: a batch under way on it is still coming
+        // (below) for as long as the same connection stays up.
+        let connects = super::connects(&reader.client);
+        let batch_deadline = Instant::now() + options.reply_timeout * PATIENCE;
         let mut messages: Vec<StreamMessage> = Vec::new();
         let timed_out = || {
             Failure::Transient(DirectGetError::TimedOut {
@@ -648,6 +660,21 @@ impl DirectRange<'_> {
                     return Err(Failure::Transient(
                         reader.error_nats("the reply subscription ended"),
                     ));
+                }
+                // The batch has begun on a connection that is still the same and up: the
+                // server sends a batch at once, so the rest was sent too and is only late
+                // in being read (a busy process). Asking again would have it sent twice;
+                // wait instead, up to `PATIENCE` reply timeouts from the request (bounded:
+                // a replica routed to may still die in the middle of a batch).
+                Err(_)
+                    if !messages.is_empty()
+                        && Instant::now() < batch_deadline
+                        && connects == super::connects(&reader.client)
+                        && reader.client.connection_state()
+                            == async_nats::connection::State::Connected =>
+                {
+                    self.stats.extended_waits += 1;
+                    continue;
                 }
                 // A batch cut short still delivered what it delivered, in order: keep it.
                 Err(_) if !messages.is_empty() => {
@@ -725,6 +752,10 @@ impl DirectRange<'_> {
         }
     }
 }
+
+/// How many reply timeouts from its request a batch already under way is waited for while
+/// its connection stays up (see the module docs).
+const PATIENCE: u32 = 3;
 
 /// Messages left after a batch reply (ADR-31); not among async-nats's header constants.
 const NUM_PENDING: &str = "Nats-Num-Pending";

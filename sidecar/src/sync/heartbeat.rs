@@ -110,6 +110,13 @@ impl StreamWatch {
         // Seen disconnected when a poll was due: the next due poll after the connection
         // is back waits for the heartbeat instead (see `after_reconnect`).
         let mut was_disconnected = false;
+        // The connection count at the last due poll: an outage shorter than the wait for a
+        // poll is never seen disconnected, only as a reconnect since.
+        let mut connects = super::connects(&self.client);
+        // The last due poll was put off for a reconnect: the next one is not, whatever
+        // happened since, so a connection that keeps coming back cannot put polls off for
+        // good (while no heartbeat comes, polls are how the stream is heard).
+        let mut put_off = false;
         loop {
             if heartbeats.is_none() {
                 match self.client.subscribe(self.subject.clone()).await {
@@ -162,8 +169,12 @@ impl StreamWatch {
                 () = tokio::time::sleep_until(poll_at) => {
                     let connected = self.client.connection_state()
                         == async_nats::connection::State::Connected;
-                    if !connected || was_disconnected {
+                    let now_connects = super::connects(&self.client);
+                    let reconnected = now_connects != connects && !put_off;
+                    connects = now_connects;
+                    if !connected || (was_disconnected && !put_off) || reconnected {
                         was_disconnected = !connected;
+                        put_off = connected;
                         let wait = if connected {
                             self.after_reconnect()
                         } else {
@@ -179,6 +190,7 @@ impl StreamWatch {
                         }
                         continue;
                     }
+                    put_off = false;
                     if !fallback {
                         fallback = true;
                         metrics::gauge!("denylist_heartbeat_fallback").set(1.0);

@@ -28,7 +28,7 @@ pub(crate) async fn shared_fleet(
     metrics: &PrometheusHandle,
     n: usize,
 ) -> anyhow::Result<()> {
-    let mut env = Env::single().await?;
+    let mut env = Env::single(args.heartbeat).await?;
     let rss_before = own_rss_bytes();
     let (followers, took) = start_fleet(&env, n).await?;
     let rss_per_follower = own_rss_bytes().saturating_sub(rss_before) / n as u64;
@@ -389,7 +389,7 @@ pub(crate) async fn leader_kill(
     n: usize,
 ) -> anyhow::Result<()> {
     const PUBLISHES: usize = 100;
-    let mut env = Env::cluster().await?;
+    let mut env = Env::cluster(args.heartbeat).await?;
     let (followers, took) = start_fleet(&env, n).await?;
     println!(
         "\n== {n} followers on a 3-node cluster: all fresh in {:.1} s",
@@ -491,7 +491,7 @@ pub(crate) async fn rollout(
     metrics: &PrometheusHandle,
     n: usize,
 ) -> anyhow::Result<()> {
-    let env = Env::single().await?;
+    let env = Env::single(args.heartbeat).await?;
     let filling = Instant::now();
     let mut left = args.revocations;
     while left > 0 {

@@ -3,7 +3,8 @@
 //! order, byte for byte; purged, deleted and aged-out sequences are stepped over and still
 //! count as covered; a 3-node cluster answers from every node, with its stream leader killed
 //! too; a stream without direct gets is an error that names the fix, which
-//! `denylistctl stream init` applies.
+//! `denylistctl stream init` applies; a batch late on a live connection is waited for, one
+//! whose connection was lost is asked for again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +14,14 @@ use async_nats::jetstream::{self, stream};
 use denylist_proto::events::{Event, RuleKind};
 use denylist_proto::subjects;
 use denylist_sidecar::sync::backoff::Backoff;
-use denylist_sidecar::sync::direct::{DirectGetError, DirectReadOptions, DirectReader, UpTo};
+use denylist_sidecar::sync::direct::{
+    DirectGetError, DirectRead, DirectReadOptions, DirectReader, UpTo,
+};
 use denylist_tests::events::{self, EventPublisher, StreamOptions, init_stream, stream_config};
 use denylist_tests::tokens::ISSUER;
 use denylist_tests::{
-    Denylistctl, NatsCluster, NatsServer, STEP, nats::connect, wait_for, within, within_for,
+    Denylistctl, NatsCluster, NatsServer, STEP, TcpProxy, nats::connect, wait_for, within,
+    within_for,
 };
 use futures::TryStreamExt as _;
 
@@ -387,5 +391,129 @@ async fn a_stream_without_direct_gets_is_an_error_until_stream_init_turns_them_o
     assert_eq!(init["stream"]["allow_direct"], true, "{init}");
     let read = within("a read after stream init", reader.read(1, UpTo::End)).await??;
     expect_events(&publisher, std::slice::from_ref(&event), &read.messages);
+    Ok(())
+}
+
+/// A stream of eight 64 KiB messages, read in one batch through a proxy that can stall the
+/// server's bytes: the reader and the proxy.
+async fn stalled_batch_setup(
+    nats: &NatsServer,
+) -> anyhow::Result<(TcpProxy, async_nats::Client, DirectReader)> {
+    let client = nats.connect().await?;
+    let js = jetstream::new(client.clone());
+    within(
+        "creating the stream",
+        js.create_stream(stream::Config {
+            name: "BIG".into(),
+            subjects: vec!["big.>".into()],
+            allow_direct: true,
+            ..Default::default()
+        }),
+    )
+    .await??;
+    for i in 0..8u8 {
+        within(
+            "storing a message",
+            js.publish(format!("big.{i}"), vec![i; 64 * 1024].into())
+                .await?
+                .into_future(),
+        )
+        .await??;
+    }
+    let proxy = TcpProxy::for_url(&nats.url()).await?;
+    let proxied = connect(&[proxy.nats_url()]).await?;
+    let options = DirectReadOptions {
+        batch: 64,
+        max_bytes: 4 << 20,
+        reply_timeout: Duration::from_secs(1),
+        attempts: 8,
+        ..DirectReadOptions::default()
+    };
+    let reader = DirectReader::with_options(proxied.clone(), "BIG", options);
+    Ok((proxy, proxied, reader))
+}
+
+/// Starts reading the whole stream and returns once the proxy holds the rest of the batch
+/// (its first reply through).
+async fn read_until_held(
+    proxy: &TcpProxy,
+    reader: DirectReader,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<DirectRead, DirectGetError>>> {
+    proxy.hold_after(100 * 1024);
+    let read = tokio::spawn(async move { reader.read(1, UpTo::End).await });
+    wait_for(STEP, "the proxy to hold the batch", || async {
+        if proxy.holding() {
+            Ok(())
+        } else {
+            Err("not yet holding")
+        }
+    })
+    .await?;
+    Ok(read)
+}
+
+/// The bytes of the stored messages, in order.
+fn check_big(messages: &[async_nats::jetstream::message::StreamMessage]) {
+    assert_eq!(messages.len(), 8);
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m.sequence, i as u64 + 1);
+        assert_eq!(m.payload.len(), 64 * 1024);
+        assert!(
+            m.payload.iter().all(|b| *b == i as u8),
+            "message {i}'s bytes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_late_on_a_live_connection_is_waited_for_not_asked_again() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let (proxy, _client, reader) = stalled_batch_setup(&nats).await?;
+    // The rest stalls for two reply timeouts (within the reader's patience of three), the
+    // connection up all along: a busy reader's connection.
+    let read = read_until_held(&proxy, reader).await?;
+    // The stall is the stimulus: held longer than the reply timeout, on purpose.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.release();
+    let read = within("the read after the stall", read).await???;
+    check_big(&read.messages);
+    assert_eq!(
+        read.stats.requests, 1,
+        "the rest of the batch was asked for again: {:?}",
+        read.stats
+    );
+    assert!(read.stats.extended_waits >= 1, "{:?}", read.stats);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_cut_off_with_its_connection_is_asked_for_again_on_the_next() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start().await?;
+    let (proxy, client, reader) = stalled_batch_setup(&nats).await?;
+    let read = read_until_held(&proxy, reader).await?;
+    // The connection the batch came on is lost: what it still held is gone, so the reader
+    // must not wait for it but ask again once reconnected.
+    proxy.cut();
+    proxy.release();
+    wait_for(STEP, "the client to notice the cut", || async {
+        match client.connection_state() {
+            async_nats::connection::State::Connected => Err("still connected"),
+            _ => Ok(()),
+        }
+    })
+    .await?;
+    proxy.restore();
+    let read = within("the read after the reconnect", read).await???;
+    check_big(&read.messages);
+    assert!(read.stats.requests >= 2, "{:?}", read.stats);
+    // Waiting on after the reconnect would time out every second until the batch's
+    // deadline (3 s): two waits; one may fall between the hold and the cut on a slow
+    // machine.
+    assert!(
+        read.stats.extended_waits <= 1,
+        "waited for a batch whose connection was gone: {:?}",
+        read.stats
+    );
     Ok(())
 }

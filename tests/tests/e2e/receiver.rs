@@ -35,6 +35,7 @@ async fn setup(configure: impl Fn(&mut ReceiverOptions)) -> anyhow::Result<Setup
             key: receiver_key.clone(),
             kinds: vec!["session".into(), "subject".into()],
             issuers: vec![ISSUER.into()],
+            heartbeats_only: false,
         });
     })
     .await?;
@@ -668,5 +669,53 @@ async fn a_key_rotated_at_the_provider_is_fetched_when_a_signal_names_it() -> an
                 .contains("tx-9"),
         "{answer:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_poll_answer_is_refused_and_polling_recovers() -> anyhow::Result<()> {
+    // maxEvents 100 × max_body_bytes 1 KiB + 64 KiB: answers are read up to 164 KiB.
+    let s = setup(|o| {
+        o.push_authorization = None;
+        o.poll_endpoint = Some(format!("{}/poll", o.issuer));
+        o.max_body_bytes = 1024;
+    })
+    .await?;
+    let tx = &s.transmitter;
+    tx.pad_poll_answers(400 * 1024);
+    let jti = unique("set");
+    tx.queue(
+        &jti,
+        tx.set(&tx.set_claims(
+            &jti,
+            ACCOUNT_DISABLED,
+            json!({"format": "iss_sub", "iss": ISSUER, "sub": "gus"}),
+            json!({}),
+        )),
+    );
+    wait_for(PROPAGATION_TIMEOUT, "a refused poll answer", || async {
+        let m = s.receiver.metrics().await.map_err(|e| e.to_string())?;
+        if m.contains(r#"denylist_receiver_polls_total{provider="idp",outcome="bad_response"}"#) {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    })
+    .await?;
+    let log = s.receiver.log();
+    anyhow::ensure!(log.contains("longer than 167936 bytes"), "{log}");
+    assert!(tx.acked().is_empty(), "nothing in it was acted on");
+    assert_eq!(messages(&s).await?, 0);
+    // The transmitter behaves again: the SET is acted on and acknowledged.
+    tx.pad_poll_answers(0);
+    wait_for(PROPAGATION_TIMEOUT, "the SET's acknowledgement", || async {
+        let acked = tx.acked();
+        if acked.contains(&jti) {
+            Ok(())
+        } else {
+            Err(format!("{acked:?}"))
+        }
+    })
+    .await?;
     Ok(())
 }

@@ -4,6 +4,9 @@
 //! another issuer, a lift, a heartbeat — they are refused and counted on every sidecar,
 //! and the sidecars keep following the stream.
 //!
+//! A heartbeat key (`heartbeats_only`, the heartbeat component's) is heard, and revokes
+//! nothing.
+//!
 //! "Never applied" is proved as in `authenticity.rs`: a valid event published after
 //! the refused ones is applied everywhere, and sidecars apply the stream in order.
 
@@ -12,7 +15,9 @@ use denylist_proto::events::RuleKind;
 use denylist_proto::pb::Reason;
 use denylist_proto::subjects;
 use denylist_tests::events::{self, EventPublisher};
-use denylist_tests::heartbeat::{metrics, sample, signed_heartbeat};
+use denylist_tests::heartbeat::{
+    HeartbeatKey, HeartbeatProcess, metrics, sample, signed_heartbeat,
+};
 use denylist_tests::sidecar::ScopedPublisher;
 use denylist_tests::tokens::{ISSUER, OTHER_ISSUER, SECOND_KID, now_ms};
 use denylist_tests::{Fleet, PROPAGATION_TIMEOUT, unique, wait_for};
@@ -29,6 +34,7 @@ async fn a_scoped_key_revokes_only_within_its_scope() -> anyhow::Result<()> {
             key: receiver_public.clone(),
             kinds: vec!["session".into(), "subject".into()],
             issuers: vec![ISSUER.into()],
+            heartbeats_only: false,
         });
     })
     .await?;
@@ -160,6 +166,81 @@ async fn a_scoped_key_revokes_only_within_its_scope() -> anyhow::Result<()> {
                 sidecar.name()
             );
         }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_heartbeat_key_is_heard_and_revokes_nothing() -> anyhow::Result<()> {
+    let heartbeat_key = HeartbeatKey::generate()?;
+    let fleet = Fleet::start_with(2, |o| {
+        o.admin = true;
+        o.scoped_publishers.push(ScopedPublisher {
+            key: heartbeat_key.public_key(),
+            kinds: Vec::new(),
+            issuers: Vec::new(),
+            heartbeats_only: true,
+        });
+    })
+    .await?;
+    let _heartbeats = HeartbeatProcess::start(
+        &heartbeat_key,
+        &fleet.nats.url(),
+        std::time::Duration::from_millis(200),
+    )?;
+    for sidecar in &fleet.sidecars {
+        let admin = sidecar.admin_addr().expect("admin endpoint on");
+        wait_for(
+            PROPAGATION_TIMEOUT,
+            format_args!("{} to hear the heartbeat key", sidecar.name()),
+            || async {
+                let text = metrics(admin).await.map_err(|e| e.to_string())?;
+                let heard = sample(&text, "denylist_heartbeats_total");
+                let rejected = sample(&text, "denylist_heartbeats_rejected_total");
+                if rejected > 0.0 {
+                    Err(format!("{rejected} heartbeats rejected"))
+                } else if heard >= 2.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{heard} heartbeats heard"))
+                }
+            },
+        )
+        .await?;
+    }
+
+    // Whatever it signs besides heartbeats is refused: a leaked heartbeat key can neither
+    // revoke (here a whole issuer) nor lift.
+    let leaked = EventPublisher::with_key(fleet.client.clone(), heartbeat_key.signing_key()?);
+    let jti = unique("jti");
+    let token = fleet.issuer.token().jti(&jti).mint();
+    let revocation = events::revoke(RuleKind::Jti, ISSUER, &[&jti]);
+    fleet.publish(&revocation).await?;
+    fleet.expect_everywhere(&token, Reason::Revoked).await?;
+    let bystander = fleet.issuer.token().mint();
+    let refused = [
+        events::revoke(RuleKind::Issuer, ISSUER, &[]),
+        events::lift(&[&revocation.event_id]),
+    ];
+    for event in &refused {
+        leaked.publish(event).await?;
+    }
+    let marker_jti = unique("marker");
+    let marker = fleet.issuer.token().jti(&marker_jti).mint();
+    fleet
+        .publish(&events::revoke(RuleKind::Jti, ISSUER, &[&marker_jti]))
+        .await?;
+    fleet.expect_everywhere(&marker, Reason::Revoked).await?;
+    fleet.expect_everywhere(&bystander, Reason::Ok).await?;
+    fleet.expect_everywhere(&token, Reason::Revoked).await?;
+    for sidecar in &fleet.sidecars {
+        let text = metrics(sidecar.admin_addr().expect("admin endpoint on")).await?;
+        assert_eq!(
+            sample(&text, "denylist_events_out_of_scope_total"),
+            refused.len() as f64,
+            "{}: the heartbeat key's events counted out of scope",
+            sidecar.name()
+        );
     }
     Ok(())
 }

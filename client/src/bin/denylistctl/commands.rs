@@ -284,7 +284,7 @@ fn keygen(g: &Global, out: &Path) -> anyhow::Result<ExitCode> {
             "public_key": key.public_key(),
         }))?,
         Output::Table => print_text(&format!(
-            "wrote {} (mode 0600)\nkey id:     {}\npublic key: {}\n\nAdd the public key to every sidecar's nats.trusted_publishers.\n",
+            "wrote {} (mode 0600)\nkey id:     {}\npublic key: {}\n\nTrust it in every sidecar: in nats.trusted_publishers (full authority), or as a\n[[nats.trusted_publisher]] with kinds/issuers (a scoped publisher) or heartbeats_only = true\n(the heartbeat component's key); see docs/CONFIG.md.\n",
             out.display(),
             key.key_id(),
             key.public_key()
