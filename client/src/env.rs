@@ -26,6 +26,9 @@ pub const STREAM: &str = "DENYLIST_STREAM";
 pub const PUBLISHER_KEY: &str = "DENYLIST_PUBLISHER_KEY";
 /// Trusted publisher public keys (comma-separated), to check events read back from the stream.
 pub const TRUSTED_PUBLISHERS: &str = "DENYLIST_TRUSTED_PUBLISHERS";
+/// A sidecar configuration file whose `[nats]` trusted publishers (scopes included) check
+/// events read back from the stream.
+pub const TRUST_CONFIG: &str = "DENYLIST_TRUST_CONFIG";
 /// Object store bucket of the snapshots (default `<stream>_SNAPSHOTS`).
 pub const SNAPSHOT_BUCKET: &str = "DENYLIST_SNAPSHOT_BUCKET";
 /// Who publishes, when `--actor` is not given.

@@ -272,6 +272,12 @@ impl TrustedKeys {
         self.by_id.contains_key(key_id)
     }
 
+    /// Whether the key with id `key_id` is trusted with full authority (no [`Scope`]):
+    /// only such a key's snapshot signature is accepted.
+    pub fn has_full_authority(&self, key_id: &str) -> bool {
+        self.by_id.get(key_id).is_some_and(|k| k.scope.is_none())
+    }
+
     /// Decodes a NATS message body, checks its signature, then decodes and validates
     /// the event inside, and last checks it against the signing key's scope (an
     /// [`EnvelopeError::OutOfScope`] event is validly signed, but never to be applied).

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use denylist_proto::envelope::{Scope, TrustedKeys};
-use denylist_proto::events::RuleKind;
+use denylist_proto::envelope::TrustedKeys;
+use denylist_proto::trust::TrustedPublisher;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
@@ -111,140 +111,13 @@ impl Default for NatsConfig {
     }
 }
 
-/// One trusted publisher key and what it may revoke (`[[nats.trusted_publisher]]`).
-///
-/// With neither `kinds` nor `issuers` the key has full authority, as one listed in
-/// `trusted_publishers`. With either, it is scoped: its revocations outside the scope
-/// are refused and counted (`denylist_events_rejected_total` and
-/// `denylist_events_out_of_scope_total`), and it may not lift, sign snapshots or sign
-/// heartbeats (see `denylist_proto::envelope::Scope`). With `heartbeats_only`, it signs
-/// the fleet heartbeat and may revoke nothing: the heartbeat component's key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrustedPublisher {
-    /// The public key (base64url, raw Ed25519), as `denylistctl keygen` prints it.
-    pub key: String,
-    /// The rule kinds it may revoke: `jti`, `subject`, `session`, `key`, `issuer`.
-    /// Omitted: every kind.
-    pub kinds: Option<Vec<String>>,
-    /// The token issuers (exact `iss`) whose rules it may revoke. Omitted: every issuer.
-    pub issuers: Option<Vec<String>>,
-    /// Signs fleet heartbeats only (`denylistctl heartbeat`): revokes and lifts nothing.
-    /// Default false.
-    #[serde(default)]
-    pub heartbeats_only: bool,
-}
-
-impl TrustedPublisher {
-    /// The key's scope (`None`: full authority); `at` is the entry's field path.
-    fn scope(&self, at: &str) -> Result<Option<Scope>, ConfigError> {
-        if self.heartbeats_only {
-            if self.kinds.is_some() || self.issuers.is_some() {
-                return Err(invalid(
-                    format!("{at}.heartbeats_only"),
-                    "a heartbeat key revokes nothing: leave out `kinds` and `issuers`",
-                ));
-            }
-            return Ok(Some(Scope::heartbeats_only()));
-        }
-        if self.kinds.is_none() && self.issuers.is_none() {
-            return Ok(None);
-        }
-        let kinds = self
-            .kinds
-            .as_deref()
-            .map(|names| {
-                let field = format!("{at}.kinds");
-                let mut kinds = Vec::new();
-                for (j, name) in names.iter().enumerate() {
-                    let kind = name.parse::<RuleKind>().map_err(|_| {
-                        invalid(
-                            format!("{field}[{j}]"),
-                            format!(
-                                "unknown rule kind {name:?} (one of jti, subject, session, key, \
-                                 issuer)"
-                            ),
-                        )
-                    })?;
-                    if kinds.contains(&kind) {
-                        return Err(invalid(
-                            format!("{field}[{j}]"),
-                            format!("{name:?} listed twice"),
-                        ));
-                    }
-                    kinds.push(kind);
-                }
-                nonempty(kinds, &field)
-            })
-            .transpose()?;
-        let issuers = self
-            .issuers
-            .as_deref()
-            .map(|issuers| {
-                let field = format!("{at}.issuers");
-                for (j, issuer) in issuers.iter().enumerate() {
-                    if issuer.is_empty() || issuer.chars().any(char::is_control) {
-                        return Err(invalid(
-                            format!("{field}[{j}]"),
-                            "must be an issuer (the exact `iss`), without control characters",
-                        ));
-                    }
-                    if issuers[..j].contains(issuer) {
-                        return Err(invalid(
-                            format!("{field}[{j}]"),
-                            format!("{issuer:?} listed twice"),
-                        ));
-                    }
-                }
-                nonempty(issuers.to_vec(), &field)
-            })
-            .transpose()?;
-        Ok(Some(Scope {
-            kinds,
-            issuers,
-            heartbeats_only: false,
-        }))
-    }
-}
-
-/// An empty scope list would let the key revoke nothing: almost surely a mistake
-/// (leave the field out for "every").
-fn nonempty<T>(list: Vec<T>, field: &str) -> Result<Vec<T>, ConfigError> {
-    if list.is_empty() {
-        return Err(invalid(
-            field,
-            "must not be empty (leave it out to allow every one)",
-        ));
-    }
-    Ok(list)
-}
-
 impl NatsConfig {
     /// The trusted publisher keys, `trusted_publishers` (full authority) and each
     /// `trusted_publisher` entry with its scope. The error names the field at fault: a
     /// bad key, a key listed twice (anywhere), an unknown or repeated kind, an empty list.
     pub fn trusted_keys(&self) -> Result<TrustedKeys, ConfigError> {
-        if self.trusted_publishers.is_empty() && self.trusted_publisher.is_empty() {
-            return Err(invalid(
-                "nats.trusted_publishers",
-                "list at least one publisher public key, here or in [[nats.trusted_publisher]] \
-                 (denylistctl keygen prints it)",
-            ));
-        }
-        let mut trusted = TrustedKeys::default();
-        for (i, key) in self.trusted_publishers.iter().enumerate() {
-            trusted
-                .add(key, None)
-                .map_err(|e| invalid(format!("nats.trusted_publishers[{i}]"), e.to_string()))?;
-        }
-        for (i, publisher) in self.trusted_publisher.iter().enumerate() {
-            let at = format!("nats.trusted_publisher[{i}]");
-            let scope = publisher.scope(&at)?;
-            trusted
-                .add(&publisher.key, scope)
-                .map_err(|e| invalid(format!("{at}.key"), e.to_string()))?;
-        }
-        Ok(trusted)
+        denylist_proto::trust::trusted_keys(&self.trusted_publishers, &self.trusted_publisher)
+            .map_err(|e| invalid(e.field, e.message))
     }
 
     /// The object store bucket the snapshots are read from.

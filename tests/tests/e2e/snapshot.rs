@@ -11,6 +11,7 @@ use denylist_proto::events::{Event, RuleKind};
 use denylist_proto::pb::Reason;
 use denylist_tests::events::{self, EventPublisher};
 use denylist_tests::fleet::tokens_not_answering;
+use denylist_tests::sidecar::ScopedPublisher;
 use denylist_tests::tokens::ISSUER;
 use denylist_tests::{
     Denylistctl, Fleet, Issuer, READY_TIMEOUT, Sidecar, now_secs, unique, within,
@@ -223,7 +224,7 @@ async fn snapshot_create_refuses_a_signing_key_outside_the_trusted_ones() -> any
         .run(&["--trust", &other.public_key(), "snapshot", "create"], RUN)
         .await?;
     assert!(!out.status.success(), "{out}");
-    assert!(out.stderr.contains("not among the --trust keys"), "{out}");
+    assert!(out.stderr.contains("not among the trusted keys"), "{out}");
     let info = ctl
         .run(
             &[
@@ -241,6 +242,105 @@ async fn snapshot_create_refuses_a_signing_key_outside_the_trusted_ones() -> any
         !info.stdout.contains("covered_sequence"),
         "no snapshot was stored: {info}"
     );
+    Ok(())
+}
+
+/// A scoped publisher's revocations (the signal receiver's key) are judged for a snapshot
+/// as the sidecars judge them live: `--trust-config` reads the sidecars' own trust, scopes
+/// included, so what is in scope goes into the snapshot and what is not stays out. With
+/// only the full-authority `--trust` keys, the in-scope revocation would be left out and a
+/// sidecar starting from the snapshot would never apply it; with the scoped key passed as
+/// a plain `--trust` key, the out-of-scope one would be baked in under the snapshot's
+/// full authority. A scoped key may not sign the snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_keeps_a_scoped_keys_revocations_within_its_scope_only() -> anyhow::Result<()> {
+    let (fleet, ctl, dir) = fleet_with_key_file().await?;
+    let (receiver_key, receiver_pem) = SigningKey::generate()?;
+    let scoped = ScopedPublisher {
+        key: receiver_key.public_key(),
+        kinds: vec!["session".into()],
+        issuers: vec![ISSUER.into()],
+        heartbeats_only: false,
+    };
+    let options = |name: &str| {
+        let mut options = fleet.sidecar_options(name);
+        options.scoped_publishers.push(scoped.clone());
+        options
+    };
+    let receiver = EventPublisher::with_key(fleet.client.clone(), receiver_key);
+    let sid = unique("sid");
+    let session_token = fleet.issuer.token().sid(&sid).mint();
+    receiver
+        .publish(&events::revoke(RuleKind::Session, ISSUER, &[&sid]))
+        .await?;
+    // Out of scope (a `jti` rule): refused live, so it must stay out of the snapshot.
+    let jti = unique("jti");
+    let jti_token = fleet.issuer.token().jti(&jti).mint();
+    receiver
+        .publish(&events::revoke(RuleKind::Jti, ISSUER, &[&jti]))
+        .await?;
+    let (admin_tokens, admin_events) = revocations(&fleet.issuer, 3);
+    fleet.publisher.publish_all(&admin_events).await?;
+    let (_, covered) = fleet.stream_state().await?;
+
+    // The first sidecar follows the stream live; its config file is the trust to use.
+    let live = Sidecar::start(options("live")).await?;
+    live.wait_ready(READY_TIMEOUT).await?;
+    assert_answers(&live, std::slice::from_ref(&session_token), Reason::Revoked).await?;
+    assert_answers(&live, std::slice::from_ref(&jti_token), Reason::Ok).await?;
+    let config = live
+        .config_path()
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_owned();
+
+    // The scoped key may not sign the snapshot: refused before anything is stored.
+    let receiver_path = write_key(&dir, "receiver.pem", &receiver_pem)?;
+    let refused = Denylistctl::new(&fleet.nats.url())?
+        .with_key(&receiver_path)
+        .run(&["--trust-config", &config, "snapshot", "create"], RUN)
+        .await?;
+    assert!(!refused.status.success(), "{refused}");
+    assert!(refused.stderr.contains("scoped publisher key"), "{refused}");
+
+    let snap = ctl
+        .run(
+            &[
+                "-o",
+                "json",
+                "--trust-config",
+                &config,
+                "snapshot",
+                "create",
+            ],
+            RUN,
+        )
+        .await?
+        .ok()?
+        .json()?;
+    assert_eq!(snap["covered_sequence"], covered, "{snap}");
+    assert_eq!(
+        snap["events"], 4,
+        "the session revocation and the admin's three: {snap}"
+    );
+    assert_eq!(
+        snap["rejected"], 1,
+        "the out-of-scope jti revocation: {snap}"
+    );
+
+    let started = Sidecar::start(options("from-snapshot")).await?;
+    started.wait_ready(READY_TIMEOUT).await?;
+    let log = started.log();
+    assert!(
+        log.contains("started from the revocation stream's snapshot")
+            && log.contains(&format!("covered_sequence={covered}")),
+        "the sidecar did not start from the snapshot; log tail:\n{}",
+        tail(&log)
+    );
+    let mut revoked = admin_tokens;
+    revoked.push(session_token);
+    assert_answers(&started, &revoked, Reason::Revoked).await?;
+    assert_answers(&started, &[jti_token], Reason::Ok).await?;
     Ok(())
 }
 

@@ -69,6 +69,11 @@ pub(crate) struct Global {
     /// comma-separated or repeated. Without, signatures are not checked.
     #[arg(long, global = true, value_name = "PUBLIC_KEY", value_delimiter = ',', env = env::TRUSTED_PUBLISHERS)]
     pub(crate) trust: Vec<String>,
+    /// A sidecar configuration file (TOML): its `[nats]` `trusted_publishers` and
+    /// `[[nats.trusted_publisher]]` entries, scopes included, check events read back, as
+    /// the sidecars judge them. Other keys in the file are ignored.
+    #[arg(long, global = true, value_name = "FILE", env = env::TRUST_CONFIG)]
+    pub(crate) trust_config: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub(crate) output: Output,

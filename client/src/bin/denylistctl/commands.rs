@@ -357,7 +357,10 @@ fn snapshot_bucket(g: &Global, args: &SnapshotBucketArgs) -> String {
 fn required_trust(g: &Global, what: &str) -> anyhow::Result<TrustedKeys> {
     trusted(g)?.ok_or_else(|| {
         anyhow::anyhow!(
-            "{what} needs the trusted publisher keys the sidecars use: pass --trust KEY[,KEY] or set {}",
+            "{what} needs the trusted publisher keys the sidecars use: pass --trust-config \
+             SIDECAR_CONFIG (or set {}), or --trust KEY[,KEY] (or set {}) when no sidecar \
+             trusts a scoped key",
+            env::TRUST_CONFIG,
             env::TRUSTED_PUBLISHERS
         )
     })
@@ -370,14 +373,21 @@ async fn snapshot_create(
 ) -> anyhow::Result<ExitCode> {
     let key = load_key(g)?;
     let trusted = required_trust(g, "snapshot create")?;
-    // Sidecars apply a snapshot only if its signer is one of their trusted publishers:
-    // one signed by another key would replace the stored snapshot with one every sidecar
-    // refuses.
+    // Sidecars apply a snapshot only if its signer is one of their trusted publishers
+    // with full authority: one signed by another key, or by a scoped one, would replace
+    // the stored snapshot with one every sidecar refuses.
     anyhow::ensure!(
         trusted.contains(key.key_id()),
-        "the signing key {} is not among the --trust keys: every sidecar would refuse a \
+        "the signing key {} is not among the trusted keys: every sidecar would refuse a \
          snapshot signed with it; nothing was stored (add its public key to the trusted \
          publishers first, or sign with a trusted key)",
+        key.key_id()
+    );
+    anyhow::ensure!(
+        trusted.has_full_authority(key.key_id()),
+        "the signing key {} is a scoped publisher key: sidecars accept snapshots signed \
+         only by a key with full authority; nothing was stored (sign with one of \
+         nats.trusted_publishers)",
         key.key_id()
     );
     let bucket = snapshot_bucket(g, &args.bucket);
@@ -408,7 +418,8 @@ async fn snapshot_create(
     }
     if created.rejected > 0 {
         eprintln!(
-            "denylistctl: warning: {} stored message(s) are not signed by a trusted key and were left out",
+            "denylistctl: warning: {} stored message(s) are not signed by a trusted key, or are \
+             outside their key's scope, and were left out",
             created.rejected
         );
     }
@@ -803,12 +814,7 @@ async fn revoke_file(g: &Global, args: &RevokeArgs, deadline: Instant) -> anyhow
 }
 
 fn trusted(g: &Global) -> anyhow::Result<Option<TrustedKeys>> {
-    if g.trust.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        TrustedKeys::from_public_keys(&g.trust).context("--trust")?,
-    ))
+    crate::trust::trusted(&g.trust, g.trust_config.as_deref())
 }
 
 fn filter(args: &FilterArgs) -> Filter {
@@ -854,7 +860,9 @@ async fn read_stream(
     }
     if trusted.is_none() && g.output == Output::Table {
         eprintln!(
-            "note: signatures not checked; pass --trust PUBLIC_KEY (or set {}) to see only what sidecars apply",
+            "note: signatures not checked; pass --trust-config SIDECAR_CONFIG (or set {}) or \
+             --trust PUBLIC_KEY (or set {}) to see only what sidecars apply",
+            env::TRUST_CONFIG,
             env::TRUSTED_PUBLISHERS
         );
     }

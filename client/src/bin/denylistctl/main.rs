@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod trust;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
