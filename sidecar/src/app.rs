@@ -429,7 +429,7 @@ impl App {
         if let Some((listener, path)) = listeners.unix {
             tracing::info!(socket = %path.display(), "gRPC listening");
             let incoming = UnixListenerStream::new(listener);
-            let server = grpc_server(limits).add_routes(routes.clone());
+            let server = grpc_server(limits, false).add_routes(routes.clone());
             let stop = stopped(stop_rx.clone());
             servers.spawn(async move {
                 server
@@ -445,7 +445,7 @@ impl App {
             // serve_with_incoming ignores Server::tcp_nodelay: set it on the incoming
             // stream, or Nagle adds ~40 ms to the p99.
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            let server = grpc_server(limits).add_routes(routes);
+            let server = grpc_server(limits, true).add_routes(routes);
             let stop = stopped(stop_rx.clone());
             servers.spawn(async move {
                 server
@@ -546,10 +546,15 @@ impl App {
     }
 }
 
-fn grpc_server(limits: GrpcLimits) -> tonic::transport::Server {
+/// A gRPC server for one listener. HTTP/2 keepalive pings find dead peers on TCP, where a
+/// vanished host leaves a half-open connection behind. On the Unix socket the peer is a
+/// process of the same pod: when it exits the kernel closes the connection, so pings
+/// would find nothing, and keeping their timer armed costs every call (~2 k instructions
+/// of ~68 k per cached Verify, counted with callgrind; docs/BENCHMARKS.md).
+fn grpc_server(limits: GrpcLimits, keepalive: bool) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(keepalive.then_some(Duration::from_secs(30)))
 }
 
 /// Completes once `rx` sees `true` (or its sender is gone). A plain future, so it
