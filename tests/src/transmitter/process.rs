@@ -110,6 +110,17 @@ impl ReceiverKey {
     pub fn public_key(&self) -> String {
         self.public_key.clone()
     }
+
+    /// The sidecars' `[[nats.trusted_publisher]]` entry for this key, scoped as deploy/
+    /// scopes the receiver's: session and subject rules of `issuer` only.
+    pub fn scoped_publisher(&self, issuer: &str) -> crate::sidecar::ScopedPublisher {
+        crate::sidecar::ScopedPublisher {
+            key: self.public_key.clone(),
+            kinds: vec!["session".into(), "subject".into()],
+            issuers: vec![issuer.into()],
+            heartbeats_only: false,
+        }
+    }
 }
 
 /// How to configure one receiver process for one provider (the transmitter).

@@ -7,7 +7,6 @@
 //! (503 until the retry can be stored) and during polling (no acknowledgement until then).
 
 use denylist_proto::pb::Reason;
-use denylist_tests::sidecar::ScopedPublisher;
 use denylist_tests::tokens::{ISSUER, OTHER_ISSUER};
 use denylist_tests::transmitter::{
     ACCOUNT_DISABLED, KID, ReceiverKey, ReceiverOptions, ReceiverProcess, SESSION_REVOKED,
@@ -28,15 +27,9 @@ struct Setup {
 
 async fn setup(configure: impl Fn(&mut ReceiverOptions)) -> anyhow::Result<Setup> {
     let key = ReceiverKey::generate()?;
-    let receiver_key = key.public_key();
     // The receiver's key is scoped as deploy/ would: sessions and users of its issuer only.
     let fleet = Fleet::start_with(3, |o| {
-        o.scoped_publishers.push(ScopedPublisher {
-            key: receiver_key.clone(),
-            kinds: vec!["session".into(), "subject".into()],
-            issuers: vec![ISSUER.into()],
-            heartbeats_only: false,
-        });
+        o.scoped_publishers.push(key.scoped_publisher(ISSUER));
     })
     .await?;
     let transmitter = Transmitter::start().await?;

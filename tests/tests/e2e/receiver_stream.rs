@@ -8,7 +8,6 @@
 //! rewrites in its file.
 
 use denylist_proto::pb::Reason;
-use denylist_tests::sidecar::ScopedPublisher;
 use denylist_tests::tokens::ISSUER;
 use denylist_tests::transmitter::{
     ACCOUNT_DISABLED, Forwarder, PROVIDER, ReceiverKey, ReceiverOptions, ReceiverProcess,
@@ -33,14 +32,8 @@ struct Setup {
 
 async fn setup() -> anyhow::Result<Setup> {
     let key = ReceiverKey::generate()?;
-    let receiver_key = key.public_key();
     let fleet = Fleet::start_with(3, |o| {
-        o.scoped_publishers.push(ScopedPublisher {
-            key: receiver_key.clone(),
-            kinds: vec!["session".into(), "subject".into()],
-            issuers: vec![ISSUER.into()],
-            heartbeats_only: false,
-        });
+        o.scoped_publishers.push(key.scoped_publisher(ISSUER));
     })
     .await?;
     Ok(Setup {
