@@ -3,6 +3,9 @@
 //! validated) and replacing the denylist's content with its events, which is what a
 //! restarted sidecar does instead of downloading and loading the snapshot.
 //!
+//! And what one more revocation costs to write: the whole state rewritten, against one
+//! record appended to the state's journal (fsync included in both).
+//!
 //! `cargo bench -p denylist-sidecar --bench local_state` (sizes: `LOCAL_STATE_SIZES`,
 //! default `100000,1000000`). One `jti` revocation event per rule (the worst case for
 //! size), with a 26-character event id and a UUID `jti`. Prints the median of 5 runs.
@@ -17,7 +20,7 @@ use denylist_proto::events::{Action, Event, Revoke, RuleKind};
 use denylist_sidecar::clock::{Clock as _, SystemClock};
 use denylist_sidecar::config::NatsConfig;
 use denylist_sidecar::denylist::{Denylist, DenylistSettings};
-use denylist_sidecar::state::{Identity, Position, file};
+use denylist_sidecar::state::{Identity, Position, file, journal};
 use prost::Message as _;
 
 const RUNS: usize = 5;
@@ -106,7 +109,8 @@ fn main() {
                 clock.now_ms(),
                 records.iter().map(Vec::as_slice),
             )
-            .expect("write");
+            .expect("write")
+            .bytes;
             write.push(started.elapsed());
 
             let denylist = Denylist::new(
@@ -128,13 +132,46 @@ fn main() {
             resume.push(total);
             assert_eq!(denylist.stats().entries, n as u64);
         }
+        let whole = median(write.clone());
         println!(
             "{n:<10} {bytes:<11} {:<8} {:<10.3?} {:<11.3?} {:<10.3?} {:.3?}",
             bytes / n as u64,
-            median(write),
+            whole,
             median(read),
             median(apply),
             median(resume)
+        );
+        // One more revocation applied: what the next write costs, the whole state
+        // rewritten (the column above) against one record appended to its journal.
+        let written = file::write_state(
+            dir.path(),
+            &identity,
+            &position,
+            clock.now_ms(),
+            records.iter().map(Vec::as_slice),
+        )
+        .expect("write");
+        let mut log = journal::Appender::create(dir.path(), written.seal).expect("journal");
+        let mut appends = Vec::new();
+        let mut record = 0;
+        for i in 0..RUNS as u64 {
+            let one: Vec<Box<[u8]>> = events(1, clock.now_ms())
+                .into_iter()
+                .map(Vec::into_boxed_slice)
+                .collect();
+            let at = Position {
+                sequence: position.sequence + 1 + i,
+                ..position
+            };
+            let started = Instant::now();
+            record = log.append(&at, clock.now_ms(), &one).expect("append");
+            appends.push(started.elapsed());
+        }
+        let append = median(appends);
+        println!(
+            "{n:<10} one more revocation: whole state {bytes} B in {whole:.3?}, journal record {record} B in {append:.3?} ({:.0}x fewer bytes, {:.0}x faster)",
+            bytes as f64 / record as f64,
+            whole.as_secs_f64() / append.as_secs_f64()
         );
     }
 }

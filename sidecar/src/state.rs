@@ -24,10 +24,13 @@
 //! The sidecar then starts as it would without one (snapshot, else stream start).
 //!
 //! Writing never holds up applying: the follower sends what it applies down an
-//! unbounded channel; the writer task keeps the copy and writes it, atomically
-//! (temporary file, fsync, rename, fsync of the directory), at most every
-//! `state.interval` when something changed, and at shutdown. When only the time the
-//! stream was last heard moved, a 100-byte `heard.bin` is written instead.
+//! unbounded channel; the writer task keeps the copy and writes, at most every
+//! `state.interval` when something changed, and at shutdown, what changed as one record
+//! appended to the state's [`journal`]; the whole state is rewritten atomically
+//! (temporary file, fsync, rename, fsync of the directory) with a new journal only once
+//! the journal has grown to half the state (or after a snapshot, a restart or a failed
+//! write). When only the time the stream was last heard moved, a 100-byte `heard.bin` is
+//! written instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +45,7 @@ use crate::denylist::{Applied, Denylist};
 use crate::freshness::Freshness;
 
 pub mod file;
+pub mod journal;
 mod keeper;
 
 pub use file::Checked;
@@ -287,6 +291,7 @@ pub fn register_metrics() {
         metrics::counter!("denylist_local_state_writes_total", "result" => result).increment(0);
     }
     let _ = metrics::gauge!("denylist_local_state_bytes");
+    let _ = metrics::gauge!("denylist_local_state_journal_bytes");
     let _ = metrics::gauge!("denylist_local_state_sequence");
     let _ = metrics::gauge!("denylist_local_state_last_write_timestamp_seconds");
 }

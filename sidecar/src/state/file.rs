@@ -12,6 +12,9 @@
 //! SHA-256 of every byte above [32]
 //! ```
 //!
+//! `journal.bin` (see [`super::journal`]) adds what was applied after `state.bin` was
+//! written; [`read_state`] reads both.
+//!
 //! `heard.bin` says the same content was still current later (the stream was heard
 //! with nothing new), so that steady-state heartbeats rewrite 100 bytes, not the whole
 //! state: magic "DLHEARD\0" | version | stream name | trusted digest | stream created |
@@ -35,7 +38,20 @@ const STATE_MAGIC: &[u8; 8] = b"DLSTATE\0";
 const HEARD_MAGIC: &[u8; 8] = b"DLHEARD\0";
 /// The format version both files are written in; any other is foreign.
 pub const VERSION: u32 = 1;
-const DIGEST_LEN: usize = SHA256_OUTPUT_LEN;
+/// Length of a SHA-256 digest, the seal of every file here.
+pub(super) const DIGEST_LEN: usize = SHA256_OUTPUT_LEN;
+
+/// A file's seal: the SHA-256 of everything before it.
+pub type Seal = [u8; DIGEST_LEN];
+
+/// A state file written: its size and its seal (which its journal follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Size of the file, bytes.
+    pub bytes: u64,
+    /// Its SHA-256 seal.
+    pub seal: Seal,
+}
 
 /// A state file that passed every check but the stream's own (which needs NATS).
 #[derive(Debug)]
@@ -48,27 +64,35 @@ pub struct Checked {
     bytes: Vec<u8>,
     /// Where the events are in `bytes`.
     body: std::ops::Range<usize>,
-    /// How many.
+    /// How many, the journal's included.
     pub event_count: u64,
+    /// The journal's events that follow the file's (framed the same way).
+    journal: Vec<u8>,
+    /// How many journal records were read.
+    pub journal_records: usize,
 }
 
 impl Checked {
-    /// The encoded events, in the order they were applied.
-    pub fn records(&self) -> Records<'_> {
+    /// The encoded events, in the order they were applied: the file's, then the
+    /// journal's.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
         Records {
             rest: &self.bytes[self.body.clone()],
         }
+        .chain(Records {
+            rest: &self.journal,
+        })
     }
 
-    /// Size of the file, bytes.
+    /// Size of the state file and its journal, bytes.
     pub fn file_bytes(&self) -> usize {
-        self.bytes.len()
+        self.bytes.len() + self.journal.len()
     }
 }
 
 /// The encoded `RevocationEvent`s of a checked state; framing was checked on load.
 #[derive(Debug, Clone)]
-pub struct Records<'a> {
+struct Records<'a> {
     rest: &'a [u8],
 }
 
@@ -172,9 +196,10 @@ fn read_position(cursor: &mut Cursor<'_>) -> Result<Position, StateError> {
     })
 }
 
-/// Reads and checks `state.bin` (see the module docs). `Ok(None)` when there is none.
-/// Every event is decoded and validated here, so a state that is refused is refused
-/// before anything of it is applied.
+/// Reads and checks `state.bin` (see the module docs), then adds the records of its
+/// journal that check. `Ok(None)` when there is no state file. Every event is decoded and
+/// validated here, so a state that is refused is refused before anything of it is
+/// applied.
 pub fn read_state(
     dir: &Path,
     identity: &Identity,
@@ -208,13 +233,30 @@ pub fn read_state(
             "{found} events, the header says {event_count}"
         )));
     }
-    Ok(Some(Checked {
+    let seal: Seal = bytes[bytes.len() - DIGEST_LEN..]
+        .try_into()
+        .expect("DIGEST_LEN bytes");
+    let mut checked = Checked {
         position,
         written_unix_ms,
         bytes,
         body,
         event_count,
-    }))
+        journal: Vec::new(),
+        journal_records: 0,
+    };
+    let replayed = super::journal::read(dir, &seal, &position, max_bytes);
+    if let Some(why) = &replayed.cut {
+        tracing::warn!(records = replayed.records, "{why}");
+    }
+    if let Some((position, written_unix_ms)) = replayed.last {
+        checked.position = position;
+        checked.written_unix_ms = written_unix_ms;
+        checked.event_count += replayed.event_count;
+        checked.journal = replayed.events;
+        checked.journal_records = replayed.records;
+    }
+    Ok(Some(checked))
 }
 
 /// Reads `heard.bin`: the position it vouches for, or `None` when it is missing or
@@ -226,7 +268,7 @@ pub fn read_heard(dir: &Path, identity: &Identity) -> Option<Position> {
 }
 
 /// The file's bytes, `None` if it does not exist; refused unread when over `max_bytes`.
-fn read_bounded(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, StateError> {
+pub(super) fn read_bounded(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, StateError> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -294,24 +336,26 @@ impl<W: std::io::Write> Sealing<W> {
         self.put(&p.last_heard_unix_ms.to_le_bytes())
     }
 
-    /// Writes the digest; returns the inner writer and the file's length.
-    fn seal(mut self) -> std::io::Result<(W, u64)> {
+    /// Writes the digest; returns the inner writer, the file's length and the digest.
+    fn seal(mut self) -> std::io::Result<(W, u64, Seal)> {
         let digest = self.digest.finish();
         self.inner.write_all(digest.as_ref())?;
-        Ok((self.inner, self.written + DIGEST_LEN as u64))
+        let seal = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
+        Ok((self.inner, self.written + DIGEST_LEN as u64, seal))
     }
 }
 
 /// Writes `state.bin` atomically: a temporary file in `dir`, fsync, rename over the old
-/// one, fsync of the directory. Returns the file's size.
+/// one, fsync of the directory. Returns the file's size and seal.
 pub fn write_state<'a>(
     dir: &Path,
     identity: &Identity,
     position: &Position,
     written_unix_ms: i64,
     events: impl ExactSizeIterator<Item = &'a [u8]>,
-) -> std::io::Result<u64> {
-    write_atomically(dir, STATE_FILE, |out| {
+) -> std::io::Result<Written> {
+    let mut sealed = None;
+    let bytes = write_atomically(dir, STATE_FILE, |out| {
         let mut sealing = Sealing::new(out);
         sealing.head(STATE_MAGIC, identity)?;
         sealing.position(position)?;
@@ -325,7 +369,13 @@ pub fn write_state<'a>(
             sealing.put(&delimiter)?;
             sealing.put(event)?;
         }
-        sealing.seal()
+        let (out, len, seal) = sealing.seal()?;
+        sealed = Some(seal);
+        Ok((out, len))
+    })?;
+    Ok(Written {
+        bytes,
+        seal: sealed.expect("sealed before the file was renamed"),
     })
 }
 
@@ -335,11 +385,12 @@ pub fn write_heard(dir: &Path, identity: &Identity, position: &Position) -> std:
         let mut sealing = Sealing::new(out);
         sealing.head(HEARD_MAGIC, identity)?;
         sealing.position(position)?;
-        sealing.seal()
+        let (out, len, _) = sealing.seal()?;
+        Ok((out, len))
     })
 }
 
-fn write_atomically(
+pub(super) fn write_atomically(
     dir: &Path,
     name: &str,
     fill: impl FnOnce(BufWriter<File>) -> std::io::Result<(BufWriter<File>, u64)>,

@@ -105,6 +105,7 @@ fn write(dir: &Path, identity: &Identity, position: &Position, events: &[Event])
         records.iter().map(Vec::as_slice),
     )
     .expect("write")
+    .bytes
 }
 
 fn read(dir: &Path, identity: &Identity) -> Result<Option<Checked>, StateError> {
@@ -355,9 +356,17 @@ async fn the_heard_file_vouches_only_for_the_same_content() {
     assert_eq!(open().await, T0_MS - 1000);
 }
 
-#[tokio::test]
-async fn the_writer_writes_what_was_applied_and_only_when_it_changed() {
-    let dir = tempfile::tempdir().unwrap();
+/// A running writer over `dir` (`interval` between writes) and its pieces.
+struct RunningWriter {
+    denylist: Arc<Denylist>,
+    freshness: Arc<Freshness>,
+    checked: Option<Checked>,
+    recorder: Recorder,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn run_writer(dir: &Path, interval: Duration) -> RunningWriter {
     let clock = ManualClock::new(T0_MS);
     let denylist = Arc::new(denylist(&clock));
     let freshness = Arc::new(Freshness::new(
@@ -367,8 +376,8 @@ async fn the_writer_writes_what_was_applied_and_only_when_it_changed() {
     ));
     let store = LocalStore::new(
         &StateConfig {
-            dir: Some(dir.path().to_owned()),
-            interval: Duration::from_millis(100),
+            dir: Some(dir.to_owned()),
+            interval,
             ..StateConfig::default()
         },
         identity(),
@@ -378,9 +387,30 @@ async fn the_writer_writes_what_was_applied_and_only_when_it_changed() {
         .open(Arc::clone(&denylist), Arc::clone(&freshness), clock.clone())
         .await
         .unwrap();
-    assert!(checked.is_none());
     let (stop, shutdown) = watch::channel(false);
     let task = tokio::spawn(writer.run(shutdown));
+    RunningWriter {
+        denylist,
+        freshness,
+        checked,
+        recorder,
+        stop,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn the_writer_writes_what_was_applied_and_only_when_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let RunningWriter {
+        denylist,
+        freshness,
+        checked,
+        recorder,
+        stop,
+        task,
+    } = run_writer(dir.path(), Duration::from_millis(100)).await;
+    assert!(checked.is_none());
     // Nothing applied yet: nothing is written (an old state must not be overwritten
     // before it is decided on).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -498,4 +528,183 @@ fn the_environment_sets_or_clears_the_state_dir() {
         .apply_env(|k| (k == crate::config::env::STATE_DIR).then(String::new))
         .unwrap();
     assert!(config.state.dir.is_none());
+}
+
+/// A state with `e1`, `e2` at sequence 2 and a journal of three records after it:
+/// `e3` (3), `e4` and `e5` (5), nothing new (6). Returns the journal's bytes.
+fn state_with_journal(dir: &Path) -> Vec<u8> {
+    let records = encoded(&[revoke("e1", "j1"), revoke("e2", "j2")]);
+    let written = file::write_state(
+        dir,
+        &identity(),
+        &position(2),
+        T0_MS,
+        records.iter().map(Vec::as_slice),
+    )
+    .unwrap();
+    let mut journal = journal::Appender::create(dir, written.seal).unwrap();
+    let boxed = |events: &[Event]| -> Vec<Box<[u8]>> {
+        encoded(events)
+            .into_iter()
+            .map(Vec::into_boxed_slice)
+            .collect()
+    };
+    journal
+        .append(&position(3), T0_MS + 1, &boxed(&[revoke("e3", "j3")]))
+        .unwrap();
+    journal
+        .append(
+            &position(5),
+            T0_MS + 2,
+            &boxed(&[revoke("e4", "j4"), lift("e5", &["e1"])]),
+        )
+        .unwrap();
+    journal.append(&position(6), T0_MS + 3, &[]).unwrap();
+    let bytes = std::fs::read(dir.join(journal::JOURNAL_FILE)).unwrap();
+    assert_eq!(bytes.len() as u64, journal.bytes());
+    bytes
+}
+
+#[test]
+fn a_journal_adds_its_records_to_the_state_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    state_with_journal(dir.path());
+    let state = read(dir.path(), &identity()).unwrap().unwrap();
+    assert_eq!(state.position, position(6));
+    assert_eq!(state.written_unix_ms, T0_MS + 3);
+    assert_eq!(state.event_count, 5);
+    assert_eq!(state.journal_records, 3);
+    let records: Vec<Vec<u8>> = state.records().map(<[u8]>::to_vec).collect();
+    assert_eq!(
+        records,
+        encoded(&[
+            revoke("e1", "j1"),
+            revoke("e2", "j2"),
+            revoke("e3", "j3"),
+            revoke("e4", "j4"),
+            lift("e5", &["e1"]),
+        ])
+    );
+    // Applied, the lift in the journal withdraws a revocation of the state file.
+    let clock = ManualClock::new(T0_MS);
+    let applied = denylist(&clock);
+    state.apply_to(&applied).unwrap();
+    for (jti, expected) in [("j1", false), ("j2", true), ("j3", true), ("j4", true)] {
+        assert_eq!(revoked(&applied, jti), expected, "{jti}");
+    }
+}
+
+#[test]
+fn a_journal_is_read_up_to_its_first_record_that_does_not_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = state_with_journal(dir.path());
+    let path = dir.path().join(journal::JOURNAL_FILE);
+    // Records end at these offsets (header 44 bytes; length, body, 32-byte link each).
+    let mut ends = Vec::new();
+    let mut at = 44;
+    while at < good.len() {
+        let length = u32::from_le_bytes(good[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + length + 32;
+        ends.push(at);
+    }
+    assert_eq!(ends.len(), 3);
+    let sequences = [2, 3, 5, 6];
+    // Cut anywhere: the records whole before the cut are read, the rest is not.
+    for len in 0..good.len() {
+        std::fs::write(&path, &good[..len]).unwrap();
+        let whole = ends.iter().filter(|&&end| end <= len).count();
+        let state = read(dir.path(), &identity()).unwrap().unwrap();
+        assert_eq!(state.position.sequence, sequences[whole], "cut at {len}");
+        assert_eq!(state.journal_records, whole, "cut at {len}");
+    }
+    // A flipped byte: the records before it are read; one in the header (which names
+    // the state it follows) leaves the journal out whole.
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        let whole = ends.iter().filter(|&&end| end <= i).count();
+        let state = read(dir.path(), &identity()).unwrap().unwrap();
+        assert_eq!(state.position.sequence, sequences[whole], "byte {i}");
+        assert_eq!(state.event_count, [2, 3, 5, 5][whole], "byte {i}");
+    }
+}
+
+#[test]
+fn a_journal_that_follows_another_state_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    state_with_journal(dir.path());
+    // A new state written, the crash coming before its own journal replaced the old.
+    write(dir.path(), &identity(), &position(9), &[revoke("e9", "j9")]);
+    let state = read(dir.path(), &identity()).unwrap().unwrap();
+    assert_eq!(state.position, position(9));
+    assert_eq!(state.event_count, 1);
+    assert_eq!(state.journal_records, 0);
+}
+
+#[tokio::test]
+async fn the_writer_appends_to_the_journal_instead_of_rewriting_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let RunningWriter {
+        denylist,
+        recorder,
+        stop,
+        task,
+        ..
+    } = run_writer(dir.path(), Duration::from_millis(50)).await;
+    let at_sequence = |sequence: u64| {
+        let dir = dir.path().to_owned();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if let Ok(Some(state)) = read(&dir, &identity())
+                        && state.position.sequence == sequence
+                    {
+                        return state;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the state never reached sequence {sequence}"))
+        }
+    };
+    let apply = |seq: u64, event: Event| {
+        denylist.apply(&event);
+        recorder.applied(event);
+        recorder.position(seq, CREATED);
+    };
+    apply(1, revoke("e1", "j1"));
+    apply(2, revoke("e2", "j2"));
+    let first = at_sequence(2).await;
+    assert_eq!(first.journal_records, 0, "the first write is a whole state");
+    let state_file = std::fs::read(dir.path().join(file::STATE_FILE)).unwrap();
+
+    apply(3, revoke("e3", "j3"));
+    let second = at_sequence(3).await;
+    assert_eq!(second.journal_records, 1);
+    apply(4, lift("e4", &["e2"]));
+    let third = at_sequence(4).await;
+    assert_eq!(third.journal_records, 2);
+    assert_eq!(
+        std::fs::read(dir.path().join(file::STATE_FILE)).unwrap(),
+        state_file,
+        "the state file was not rewritten"
+    );
+    let records: Vec<Vec<u8>> = third.records().map(<[u8]>::to_vec).collect();
+    assert_eq!(
+        records,
+        encoded(&[
+            revoke("e1", "j1"),
+            revoke("e2", "j2"),
+            revoke("e3", "j3"),
+            lift("e4", &["e2"]),
+        ])
+    );
+    drop(recorder);
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the writer stops")
+        .unwrap();
 }

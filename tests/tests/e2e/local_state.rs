@@ -203,6 +203,45 @@ async fn a_restart_resumes_from_the_local_state_without_the_snapshot() -> anyhow
     for token in [&lifted, &lifted_while_down] {
         expect_reason(&sidecar, token, Reason::Ok).await?;
     }
+
+    // While it runs again: a revocation and a lift of one restored, written as records
+    // of the state's journal (the state file written after the restart stays as it is),
+    // then another crash; the restart resumes from the state and its journal.
+    wait_written(&sidecar, last).await?;
+    let state_bytes = std::fs::read(state_file(dir.path()))?;
+    let (token, event) = revocation(&fleet, "journaled");
+    revoked.push(token);
+    fleet.publish(&event).await?;
+    let lifted_journaled = revoked.remove(0);
+    let last = fleet
+        .publish(&events::lift(&[first[2].event_id.as_str()]))
+        .await?;
+    wait_written(&sidecar, last).await?;
+    sidecar.kill();
+    assert_eq!(
+        std::fs::read(state_file(dir.path()))?,
+        state_bytes,
+        "the state file was rewritten instead of journaled"
+    );
+    let journal = dir.path().join("journal.bin");
+    anyhow::ensure!(
+        std::fs::metadata(&journal)?.len() > 44,
+        "no journal record in {}",
+        journal.display()
+    );
+    sidecar.start_again()?;
+    let status = sidecar.wait_ready(READY_TIMEOUT).await?;
+    assert_eq!(status.denylist_sequence, last);
+    assert!(
+        sidecar.log().contains("resumed from the local state"),
+        "the log says where it started from"
+    );
+    for token in &revoked {
+        expect_reason(&sidecar, token, Reason::Revoked).await?;
+    }
+    for token in [&lifted, &lifted_while_down, &lifted_journaled] {
+        expect_reason(&sidecar, token, Reason::Ok).await?;
+    }
     Ok(())
 }
 
