@@ -25,7 +25,7 @@ root=$PWD
 seconds=${FUZZ_SECONDS:-60}
 timeout=${FUZZ_TIMEOUT:-10}
 rss_mb=${FUZZ_RSS_MB:-2048}
-all_targets=(verify_token event_decoders snapshot_open revocations_file config_parse receiver_signal)
+all_targets=(verify_token event_decoders snapshot_open revocations_file config_parse receiver_signal local_state)
 
 die() { echo "fuzz: $*" >&2; exit 2; }
 

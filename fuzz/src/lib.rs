@@ -10,6 +10,7 @@
 pub mod config_parse;
 pub mod event_decoders;
 pub mod fixture;
+pub mod local_state;
 pub mod receiver_signal;
 pub mod revocations_file;
 pub mod snapshot_open;
@@ -43,7 +44,7 @@ pub type Target = (&'static str, fn(&[u8]) -> Outcome, fn() -> Vec<Seed>);
 pub type Seed = (&'static str, Vec<u8>);
 
 /// Every target, in the order `scripts/fuzz.sh` runs them.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     ("verify_token", verify_token::run, verify_token::seeds),
     ("event_decoders", event_decoders::run, event_decoders::seeds),
     ("snapshot_open", snapshot_open::run, snapshot_open::seeds),
@@ -58,4 +59,5 @@ pub const TARGETS: [Target; 6] = [
         receiver_signal::run,
         receiver_signal::seeds,
     ),
+    ("local_state", local_state::run, local_state::seeds),
 ];

@@ -119,6 +119,12 @@ const EXPECTED: &[(&str, &str, Outcome)] = &[
     ("config_parse", "env", Outcome::Accepted),
     ("config_parse", "bad-env", Outcome::Refused),
     ("config_parse", "mixed-algorithms", Outcome::Refused),
+    ("local_state", "state-journal", Outcome::Accepted),
+    ("local_state", "state-alone", Outcome::Accepted),
+    ("local_state", "journal-cut", Outcome::Accepted),
+    ("local_state", "journal-other-state", Outcome::Accepted),
+    ("local_state", "state-flipped", Outcome::Refused),
+    ("local_state", "sealed-by-harness", Outcome::Accepted),
 ];
 
 #[test]

@@ -208,6 +208,22 @@ pub fn read_state(
     let Some(bytes) = read_bounded(&dir.join(STATE_FILE), max_bytes)? else {
         return Ok(None);
     };
+    let journal = read_bounded(&dir.join(super::journal::JOURNAL_FILE), max_bytes)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the local state's journal is not read");
+            None
+        });
+    check(bytes, journal.as_deref(), identity).map(Some)
+}
+
+/// Checks the bytes of a state file, then adds the records of `journal` (the bytes of
+/// its journal file, if there is one) that check: what [`read_state`] does once the files
+/// are read.
+pub fn check(
+    bytes: Vec<u8>,
+    journal: Option<&[u8]>,
+    identity: &Identity,
+) -> Result<Checked, StateError> {
     let mut cursor = open_sealed(&bytes, STATE_MAGIC, identity)?;
     let position = read_position(&mut cursor)?;
     let written_unix_ms = cursor.i64()?;
@@ -245,7 +261,10 @@ pub fn read_state(
         journal: Vec::new(),
         journal_records: 0,
     };
-    let replayed = super::journal::read(dir, &seal, &position, max_bytes);
+    let Some(journal) = journal else {
+        return Ok(checked);
+    };
+    let replayed = super::journal::replay(journal, &seal, &position);
     if let Some(why) = &replayed.cut {
         tracing::warn!(records = replayed.records, "{why}");
     }
@@ -256,7 +275,7 @@ pub fn read_state(
         checked.journal = replayed.events;
         checked.journal_records = replayed.records;
     }
-    Ok(Some(checked))
+    Ok(checked)
 }
 
 /// Reads `heard.bin`: the position it vouches for, or `None` when it is missing or
@@ -268,7 +287,7 @@ pub fn read_heard(dir: &Path, identity: &Identity) -> Option<Position> {
 }
 
 /// The file's bytes, `None` if it does not exist; refused unread when over `max_bytes`.
-pub(super) fn read_bounded(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, StateError> {
+fn read_bounded(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, StateError> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -141,19 +141,11 @@ pub struct Replayed {
     pub cut: Option<String>,
 }
 
-/// Reads the journal in `dir` that follows the state sealed with `seal`, whose position
-/// is `base`: every record up to the first one that does not check. Never an error: a
-/// missing, foreign or damaged journal adds nothing (or less), and `cut` says why.
-pub fn read(dir: &Path, seal: &Seal, base: &Position, max_bytes: u64) -> Replayed {
+/// Replays `bytes`, a journal file, over the state sealed with `seal`, whose position is
+/// `base`: every record up to the first one that does not check. Never an error: a
+/// foreign or damaged journal adds nothing (or less), and `cut` says why.
+pub fn replay(bytes: &[u8], seal: &Seal, base: &Position) -> Replayed {
     let mut replayed = Replayed::default();
-    let bytes = match super::file::read_bounded(&dir.join(JOURNAL_FILE), max_bytes) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return replayed,
-        Err(e) => {
-            replayed.cut = Some(format!("journal not read: {e}"));
-            return replayed;
-        }
-    };
     let header_len = usize::try_from(HEADER_LEN).expect("a small constant");
     if bytes.len() < header_len
         || &bytes[..8] != MAGIC
