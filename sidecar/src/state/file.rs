@@ -208,8 +208,8 @@ pub fn read_state(
     let Some(bytes) = read_bounded(&dir.join(STATE_FILE), max_bytes)? else {
         return Ok(None);
     };
-    let journal = read_bounded(&dir.join(super::journal::JOURNAL_FILE), max_bytes)
-        .unwrap_or_else(|e| {
+    let journal =
+        read_bounded(&dir.join(super::journal::JOURNAL_FILE), max_bytes).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the local state's journal is not read");
             None
         });
