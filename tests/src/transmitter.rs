@@ -236,6 +236,23 @@ impl Transmitter {
         self.shared.state.lock().expect("poll state").acked.clone()
     }
 
+    /// Waits (at most `timeout`) until a poll acknowledged the SET `jti`.
+    pub async fn wait_acked(&self, jti: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+        crate::wait::wait_for(
+            timeout,
+            format_args!("the acknowledgement of SET {jti}"),
+            || async {
+                let acked = self.acked();
+                if acked.iter().any(|a| a == jti) {
+                    Ok(())
+                } else {
+                    Err(format!("acked {acked:?}"))
+                }
+            },
+        )
+        .await
+    }
+
     /// The `err` reported for `jti`, if any.
     pub fn error_for(&self, jti: &str) -> Option<String> {
         self.shared

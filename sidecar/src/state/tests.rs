@@ -366,6 +366,18 @@ struct RunningWriter {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl RunningWriter {
+    /// Ends the follower's side and stops the writer, which writes once more.
+    async fn stop(self) {
+        drop(self.recorder);
+        self.stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the writer stops")
+            .unwrap();
+    }
+}
+
 async fn run_writer(dir: &Path, interval: Duration) -> RunningWriter {
     let clock = ManualClock::new(T0_MS);
     let denylist = Arc::new(denylist(&clock));
@@ -402,32 +414,20 @@ async fn run_writer(dir: &Path, interval: Duration) -> RunningWriter {
 #[tokio::test]
 async fn the_writer_writes_what_was_applied_and_only_when_it_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let RunningWriter {
-        denylist,
-        freshness,
-        checked,
-        recorder,
-        stop,
-        task,
-    } = run_writer(dir.path(), Duration::from_millis(100)).await;
-    assert!(checked.is_none());
+    let w = run_writer(dir.path(), Duration::from_millis(100)).await;
+    assert!(w.checked.is_none());
     // Nothing applied yet: nothing is written (an old state must not be overwritten
     // before it is decided on).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(read(dir.path(), &identity()).unwrap().is_none());
 
-    freshness.mark_heard();
+    w.freshness.mark_heard();
     for (seq, event) in [(1, revoke("e1", "j1")), (2, revoke("e2", "j2"))] {
-        denylist.apply(&event);
-        recorder.applied(event);
-        recorder.position(seq, CREATED);
+        w.denylist.apply(&event);
+        w.recorder.applied(event);
+        w.recorder.position(seq, CREATED);
     }
-    drop(recorder);
-    stop.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the writer stops")
-        .unwrap();
+    w.stop().await;
     let state = read(dir.path(), &identity()).unwrap().expect("written");
     assert_eq!(
         state.position,
@@ -645,13 +645,7 @@ fn a_journal_that_follows_another_state_is_ignored() {
 #[tokio::test]
 async fn the_writer_appends_to_the_journal_instead_of_rewriting_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    let RunningWriter {
-        denylist,
-        recorder,
-        stop,
-        task,
-        ..
-    } = run_writer(dir.path(), Duration::from_millis(50)).await;
+    let w = run_writer(dir.path(), Duration::from_millis(50)).await;
     let at_sequence = |sequence: u64| {
         let dir = dir.path().to_owned();
         async move {
@@ -670,9 +664,9 @@ async fn the_writer_appends_to_the_journal_instead_of_rewriting_the_state() {
         }
     };
     let apply = |seq: u64, event: Event| {
-        denylist.apply(&event);
-        recorder.applied(event);
-        recorder.position(seq, CREATED);
+        w.denylist.apply(&event);
+        w.recorder.applied(event);
+        w.recorder.position(seq, CREATED);
     };
     apply(1, revoke("e1", "j1"));
     apply(2, revoke("e2", "j2"));
@@ -701,10 +695,5 @@ async fn the_writer_appends_to_the_journal_instead_of_rewriting_the_state() {
             lift("e4", &["e2"]),
         ])
     );
-    drop(recorder);
-    stop.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the writer stops")
-        .unwrap();
+    w.stop().await;
 }

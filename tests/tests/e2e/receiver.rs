@@ -605,18 +605,8 @@ async fn a_nats_outage_stops_poll_acknowledgements_until_the_signal_is_stored() 
         "reported as bad during the outage"
     );
     s.fleet.nats.start_again().await?;
-    wait_for(
-        PROPAGATION_TIMEOUT,
-        "the acknowledgement once NATS is back",
-        || async {
-            if tx.acked().contains(&jti) {
-                Ok(())
-            } else {
-                Err(format!("acked {:?}", tx.acked()))
-            }
-        },
-    )
-    .await?;
+    // Acknowledged once NATS is back.
+    tx.wait_acked(&jti, PROPAGATION_TIMEOUT).await?;
     expect_reason(
         &s.fleet.sidecars,
         &earlier,

@@ -304,15 +304,7 @@ async fn a_poll_stream_takes_its_endpoint_from_the_transmitter_and_is_enforced()
     )
     .await?;
     expect_reason(&s.fleet.sidecars, &other, Reason::Ok, PROPAGATION_TIMEOUT).await?;
-    wait_for(PROPAGATION_TIMEOUT, "the SET's acknowledgement", || async {
-        let acked = s.transmitter.acked();
-        if acked.contains(&jti) {
-            Ok(())
-        } else {
-            Err(format!("{acked:?}"))
-        }
-    })
-    .await?;
+    s.transmitter.wait_acked(&jti, PROPAGATION_TIMEOUT).await?;
     // verify_interval: verification is asked for again (not faster than the stream's
     // min_verification_interval, 1 s here).
     wait_for(STREAM_TIMEOUT, "a second verification request", || async {
@@ -548,15 +540,7 @@ async fn a_management_token_rewritten_by_a_refresher_is_used_for_management_and_
         PROPAGATION_TIMEOUT,
     )
     .await?;
-    wait_for(PROPAGATION_TIMEOUT, "the SET's acknowledgement", || async {
-        let acked = s.transmitter.acked();
-        if acked.contains(&jti) {
-            Ok(())
-        } else {
-            Err(format!("{acked:?}"))
-        }
-    })
-    .await?;
+    s.transmitter.wait_acked(&jti, PROPAGATION_TIMEOUT).await?;
     // And so does management: the resync lists the streams with the new token.
     wait_for(STREAM_TIMEOUT, "a list with the new token", || async {
         let operations = s.transmitter.operations();
